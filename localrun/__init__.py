@@ -1,0 +1,62 @@
+"""localrun: experiment tracking on a plain filesystem, with crash-safe resume.
+
+The public API is what this module exports (``__all__``); every other module is private.
+``localrun.run`` is the process's current run (None before ``init``), like ``wandb.run``.
+"""
+
+import typing as _typing
+
+from . import util
+from ._query import Api, StoredRun
+from ._store.verify import Report as VerifyReport
+from ._writer import Run, Summary, init
+from ._writer import finish_current as finish
+from ._writer import log_current as log
+from .errors import (
+    CorruptRunError,
+    InvalidIdError,
+    LocalrunError,
+    LockTimeout,
+    LogValueError,
+    RunExistsError,
+    RunInUseError,
+    RunNotFoundError,
+    RunSupersededError,
+    StorageError,
+    UsageError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Api",
+    "CorruptRunError",
+    "InvalidIdError",
+    "LocalrunError",
+    "LockTimeout",
+    "LogValueError",
+    "Run",
+    "RunExistsError",
+    "RunInUseError",
+    "RunNotFoundError",
+    "RunSupersededError",
+    "StorageError",
+    "StoredRun",
+    "Summary",
+    "UsageError",
+    "VerifyReport",
+    "__version__",
+    "finish",
+    "init",
+    "log",
+    "run",
+    "util",
+]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name == "run":
+        from ._writer import current
+
+        return current()
+    raise AttributeError(f"module 'localrun' has no attribute {name!r}")

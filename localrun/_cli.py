@@ -1,0 +1,393 @@
+"""The ``localrun`` command line, built on the public API only (click parses, rich draws).
+
+Every error from the LocalrunError tree becomes one line on stderr and the exit code its class
+carries, so scripts can branch on "not found" (3) or "in use" (5) without parsing text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+try:
+    import click
+    from rich.console import Console
+    from rich.table import Table
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    print(
+        f"localrun: the command line needs the 'cli' extra ({exc.name} is missing): "
+        "pip install 'localrun[cli]'",
+        file=sys.stderr,
+    )
+    raise SystemExit(2) from None
+
+import localrun
+
+F = TypeVar("F", bound=Callable[..., Any])
+out = Console(soft_wrap=True)
+RETRY_CODES = (128 + signal.SIGKILL, 128 + signal.SIGTERM)
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=1, default=str))
+
+
+def _api(ctx: click.Context) -> localrun.Api:
+    return localrun.Api(ctx.obj["root"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--root",
+    envvar="LOCALRUN_DIR",
+    default=None,
+    help="The runs' root folder (default: $LOCALRUN_DIR, else ./localruns).",
+)
+@click.version_option(localrun.__version__, prog_name="localrun")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None) -> None:
+    """localrun: experiment runs on a plain (shared) filesystem, with crash-safe resume."""
+    ctx.obj = {"root": root}
+
+
+def _run_row(r: localrun.StoredRun) -> dict[str, Any]:
+    return {
+        "path": r.path,
+        "name": r.name,
+        "state": r.state,
+        "steps": r.last_step + 1,
+        "attempts": len(r.attempts),
+        "updated": r.updated,
+        "host": r.host,
+        "heartbeat_age": r.heartbeat_age,
+    }
+
+
+@cli.command("ls")
+@click.argument("project", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def ls_cmd(ctx: click.Context, project: str | None, as_json: bool) -> None:
+    """List runs (of PROJECT, or of every project) with state, steps, last update and host."""
+    rows = [_run_row(r) for r in _api(ctx).runs(project)]
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table("run", "state", "steps", "attempts", "updated", "host")
+    for row in rows:
+        table.add_row(
+            row["path"],
+            row["state"],
+            str(row["steps"]),
+            str(row["attempts"]),
+            _when(row["updated"]),
+            row["host"] or "-",
+        )
+    out.print(table if rows else f"no runs under {_api(ctx).root}")
+
+
+@cli.command("show")
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.pass_context
+def show_cmd(ctx: click.Context, run: str, as_json: bool) -> None:
+    """Show RUN (project/run_id): state, attempts, config, summary."""
+    r = _api(ctx).run(run)
+    if as_json:
+        _emit_json(r.manifest)
+        return
+    out.print(
+        f"[bold]{r.path}[/bold]  name={r.name}  state={r.state}  steps={r.last_step + 1}  "
+        f"created={_when(r.created)}  updated={_when(r.updated)}"
+    )
+    for label, value in (
+        ("notes", r.notes),
+        ("tags", ", ".join(r.tags)),
+        ("group", r.group),
+        ("job_type", r.job_type),
+    ):
+        if value:
+            out.print(f"{label}: {value}")
+    if r.dropped_steps:
+        out.print(f"dropped steps (logged below the current step): {r.dropped_steps}")
+    attempts = Table(
+        "attempt",
+        "host",
+        "pid",
+        "started",
+        "ended",
+        "start step",
+        "state",
+        "exit",
+        title="attempts",
+    )
+    for a in r.attempts:
+        attempts.add_row(
+            str(a["attempt"]),
+            str(a.get("host") or "-"),
+            str(a.get("pid") or "-"),
+            _when(a.get("started")),
+            _when(a.get("ended")),
+            str(a.get("start_step")),
+            a.get("state") or "-",
+            str(a.get("exit_code", "-")),
+        )
+    out.print(attempts)
+    for title, data in (("config", r.config), ("summary (last values)", r.summary)):
+        table = Table("key", "value", title=title)
+        for k in sorted(data):
+            table.add_row(k, repr(data[k]))
+        out.print(table)
+
+
+@cli.command("history")
+@click.argument("run")
+@click.option("--keys", "-k", multiple=True, help="Keys to print (repeat, or comma-separate).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "parquet"]),
+    default="csv",
+    show_default=True,
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    default="-",
+    help="File to write (default: stdout; parquet needs a file).",
+)
+@click.option("--all-attempts", is_flag=True, help="Include rows a rewind hides, with _attempt.")
+@click.pass_context
+def history_cmd(
+    ctx: click.Context, run: str, keys: Sequence[str], fmt: str, output: str, all_attempts: bool
+) -> None:
+    """Print RUN's logged rows as CSV, JSON lines or Parquet."""
+    wanted = [k for group in keys for k in group.split(",") if k] or None
+    table = _api(ctx).run(run).history(wanted, all_attempts=all_attempts)
+    if fmt == "parquet":
+        if output == "-":
+            raise localrun.UsageError("--format parquet needs --output FILE")
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, output)
+        return
+    stream = sys.stdout if output == "-" else open(output, "w", newline="")  # noqa: SIM115
+    try:
+        if fmt == "json":
+            for row in table.to_pylist():
+                stream.write(json.dumps(row, default=str) + "\n")
+        else:
+            import csv
+
+            writer = csv.writer(stream)
+            writer.writerow(table.column_names)
+            for row in table.to_pylist():
+                writer.writerow(["" if v is None else v for v in row.values()])
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+
+
+@cli.command("verify")
+@click.argument("target", required=False)
+@click.option("--repair", is_flag=True, help="Rebuild, adopt, quarantine and clean what is found.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def verify_cmd(ctx: click.Context, target: str | None, repair: bool, as_json: bool) -> None:
+    """Check runs (all, a PROJECT, or project/run_id) against their manifests.
+
+    Exits 1 when a problem remains (after --repair: one it could not mend).
+    """
+    reports = _api(ctx).verify(target, repair=repair)
+    if as_json:
+        _emit_json([r.as_dict() for r in reports])
+    else:
+        for r in reports:
+            status = "ok" if r.ok else ("repaired" if r.repaired else "PROBLEMS")
+            out.print(f"{r.run}: {status}")
+            for p in r.problems:
+                out.print(f"  problem: {p}", highlight=False)
+            for p in r.repaired:
+                out.print(f"  repaired: {p}", highlight=False)
+        out.print(f"{len(reports)} run(s) checked")
+    if repair:
+        unmended = [r for r in _api(ctx).verify(target, repair=False) if not r.ok]
+        if unmended:
+            sys.exit(1)
+    elif any(not r.ok for r in reports):
+        sys.exit(1)
+
+
+@cli.command(
+    "run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@click.option(
+    "--resume",
+    type=click.Choice(["never", "allow", "must", "auto"]),
+    default=None,
+    help="Sets LOCALRUN_RESUME for the command.",
+)
+@click.option("--id", "run_id", default=None, help="Sets LOCALRUN_RUN_ID.")
+@click.option("--project", default=None, help="Sets LOCALRUN_PROJECT.")
+@click.option(
+    "--retries",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Relaunch a command killed by a signal (or exiting 137/143), resuming its run.",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run_cmd(
+    ctx: click.Context,
+    resume: str | None,
+    run_id: str | None,
+    project: str | None,
+    retries: int,
+    command: Sequence[str],
+) -> None:
+    """Run COMMAND with the run's variables set, forwarding signals and its exit code.
+
+    Example: localrun run --resume allow --id abc123 --retries 3 -- python train.py
+    """
+    env = dict(os.environ)
+    if ctx.obj["root"]:
+        env["LOCALRUN_DIR"] = ctx.obj["root"]
+    if project:
+        env["LOCALRUN_PROJECT"] = project
+    mode = resume or env.get("LOCALRUN_RESUME") or "never"
+    run_id = run_id or env.get("LOCALRUN_RUN_ID")
+    if mode == "must" and not run_id:
+        raise localrun.UsageError("--resume must needs --id (or LOCALRUN_RUN_ID): which run?")
+    if retries and mode != "auto" and not run_id:
+        run_id = localrun.util.generate_id()  # the relaunches must find the same run
+    if run_id:
+        env["LOCALRUN_RUN_ID"] = run_id
+    env["LOCALRUN_RESUME"] = mode
+    launch = 0
+    while True:
+        launch += 1
+        code, stopped = _run_forwarding(list(command), env)
+        if code not in RETRY_CODES or stopped or launch > retries:
+            sys.exit(code)
+        if mode != "auto":
+            env["LOCALRUN_RESUME"] = "allow" if mode == "never" else mode
+        click.echo(
+            f"localrun run: the command ended with {code} (killed or preempted); "
+            f"relaunching ({launch} of {retries}) to resume run {run_id or '(auto)'}",
+            err=True,
+        )
+
+
+def _run_forwarding(command: list[str], env: dict[str, str]) -> tuple[int, bool]:
+    """Run ``command``; forward TERM/INT/HUP/USR1/USR2 to it. Returns (exit code, told to stop).
+
+    The child gets its own process group, so a terminal's Ctrl-C reaches it once, through us.
+    """
+    try:
+        child = subprocess.Popen(command, env=env, start_new_session=True)
+    except OSError as exc:
+        raise localrun.UsageError(f"cannot start {command[0]!r}: {exc.strerror}") from None
+    stopped = False
+    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopped
+        if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            stopped = True
+        child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in forwarded}
+    try:
+        while True:
+            try:
+                rc = child.wait()
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                continue
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return (128 - rc if rc < 0 else rc), stopped
+
+
+@cli.command("demo")
+@click.option("--steps", type=click.IntRange(10), default=60, show_default=True)
+@click.pass_context
+def demo_cmd(ctx: click.Context, steps: int) -> None:
+    """The preemption story: train, get killed (SIGKILL), resume, show the attempts."""
+    api = _api(ctx)
+    run_id = localrun.util.generate_id()
+    env = dict(
+        os.environ,
+        LOCALRUN_RESUME="allow",
+        LOCALRUN_RUN_ID=run_id,
+        LOCALRUN_PROJECT="demo",
+        LOCALRUN_DIR=str(api.root),
+    )
+    train = [sys.executable, "-m", "localrun._demo", "--steps", str(steps)]
+    out.print(f"[bold]1. Training[/bold] run demo/{run_id} in a child process (root {api.root})")
+    child = subprocess.Popen(train, env=env)
+    kill_at = steps // 3
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        try:
+            if api.run(f"demo/{run_id}").last_step >= kill_at:
+                break
+        except localrun.RunNotFoundError:
+            pass
+        time.sleep(0.1)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    killed_at = api.run(f"demo/{run_id}").last_step
+    out.print(
+        f"[bold red]2. The node is preempted[/bold red]: SIGKILL, last committed step {killed_at}"
+    )
+    out.print("[bold]3. The job is requeued[/bold]: the same command, resume='allow', same id")
+    rc = subprocess.call(train, env=env)
+    if rc != 0:
+        raise localrun.LocalrunError(f"the resumed training exited with {rc}")
+    out.print("[bold]4. The run, as stored[/bold]")
+    ctx.invoke(show_cmd, run=f"demo/{run_id}", as_json=False)
+    table = api.run(f"demo/{run_id}").history(["loss", "acc"])
+    steps_seen = table.column("_step").to_pylist()
+    out.print(
+        f"history: {table.num_rows} rows, steps {steps_seen[0]}..{steps_seen[-1]}, "
+        f"each step once: {len(set(steps_seen)) == len(steps_seen)}"
+    )
+    out.print(f"Try: localrun --root {api.root} history demo/{run_id} -k loss | tail")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run the CLI, turning localrun errors into one line and their exit code."""
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="localrun",
+            standalone_mode=False,
+        )
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except localrun.LocalrunError as exc:
+        click.echo(f"localrun: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

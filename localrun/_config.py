@@ -1,0 +1,94 @@
+"""``run.config``: the run's hyperparameters, a dict that persists with the run.
+
+Changing a stored value needs ``allow_val_change=True`` (wandb's rule): on resume the script
+usually passes the same config again, and a silent change (say a new learning rate) would make
+the run's recorded config lie about the steps logged before it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any
+
+from .errors import UsageError
+
+
+def _plain(key: str, value: Any) -> Any:
+    """A JSON-safe copy of ``value`` (numpy scalars become Python numbers), or UsageError."""
+    item = getattr(value, "item", None)
+    if item is not None and getattr(value, "shape", None) == ():
+        value = item()
+    try:
+        return json.loads(json.dumps(value, allow_nan=False, default=_default))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(
+            f"config key {key!r}: {exc}; config values must be JSON data (numbers, strings, "
+            "bools, None, lists and dicts of them)"
+        ) from None
+
+
+def _default(value: Any) -> Any:
+    tolist = getattr(value, "tolist", None)
+    if tolist is not None:
+        return tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+def merge(
+    stored: dict[str, Any], given: Mapping[str, Any], allow_val_change: bool
+) -> dict[str, Any]:
+    """``stored`` updated with ``given``; a changed value is an error unless allowed."""
+    out = dict(stored)
+    for key, value in given.items():
+        if not isinstance(key, str):
+            raise UsageError(f"config keys must be strings; got {key!r}")
+        new = _plain(key, value)
+        if key in out and out[key] != new and not allow_val_change:
+            raise UsageError(
+                f"config key {key!r} is stored as {out[key]!r}; refusing to change it to {new!r}. "
+                "Pass allow_val_change=True (to init or config.update) to change it"
+            )
+        out[key] = new
+    return out
+
+
+class Config(MutableMapping[str, Any]):
+    """A dict of hyperparameters; every change reaches the manifest at the next flush."""
+
+    def __init__(self, data: dict[str, Any], on_change: Callable[[], None]) -> None:
+        self._data = data
+        self._on_change = on_change
+
+    def update(self, other: Any = (), /, allow_val_change: bool = False, **kw: Any) -> None:
+        given = dict(other, **kw)
+        self._data = merge(self._data, given, allow_val_change)
+        self._on_change()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.__dict__["_data"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+        self._on_change()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._data)
+
+    def __repr__(self) -> str:
+        return f"Config({self._data!r})"

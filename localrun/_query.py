@@ -1,0 +1,267 @@
+"""The readers: runs, history and files as Arrow tables (pandas and polars on request).
+
+A reader takes one manifest snapshot and reads only the segments it lists. Segments are
+immutable and appear whole (published by link), and the manifest is replaced atomically, so a
+reader never sees a partial file, never takes the writer's lease and never blocks a writer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ._store import manifest as mf
+from ._store.layout import project_dir, resolve_root, run_dir, sanitize_id
+from ._store.lease import provably_dead
+from ._store.schema import NUMBER, STEP_FIELDS, arrow_schema
+from ._store.verify import Report as VerifyReport
+from ._store.verify import verify_run
+from .errors import CorruptRunError, RunNotFoundError, UsageError
+
+STEP_COLUMNS = [f.name for f in STEP_FIELDS]
+
+
+class Api:
+    """Read runs under a root (``root`` argument, else ``LOCALRUN_DIR``, else ./localruns)."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root: Path = resolve_root(root)
+
+    def projects(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+
+    def runs(self, project: str | None = None) -> list[StoredRun]:
+        """Every readable run of ``project`` (or of all projects), oldest first.
+
+        A run whose manifest cannot be read is skipped here; ``localrun verify`` reports it.
+        """
+        projects = [sanitize_id(project, "project name")] if project else self.projects()
+        out = []
+        for proj in projects:
+            pdir = project_dir(self.root, proj)
+            if not pdir.is_dir():
+                continue
+            for rdir in pdir.iterdir():
+                if rdir.name.startswith(".") or not rdir.is_dir():
+                    continue
+                try:
+                    out.append(StoredRun(rdir))
+                except (RunNotFoundError, CorruptRunError):
+                    continue
+        return sorted(out, key=lambda r: r.created)
+
+    def verify(self, path: str | None = None, repair: bool = False) -> list[VerifyReport]:
+        """Check runs against their manifests (all runs, a project, or ``"project/run_id"``).
+
+        With ``repair``: rebuild unreadable manifests from segments, adopt or quarantine orphan
+        segments, remove dead writers' temp files, record dead owners as crashed.
+        """
+        if path and "/" in path:
+            project, _, run_id = path.partition("/")
+            dirs = [run_dir(self.root, project, run_id)]
+            if not dirs[0].is_dir():
+                raise RunNotFoundError(f"no run {path!r} under {self.root}")
+        else:
+            projects = [sanitize_id(path, "project name")] if path else self.projects()
+            dirs = sorted(
+                d
+                for p in projects
+                if (pd := project_dir(self.root, p)).is_dir()
+                for d in pd.iterdir()
+                if d.is_dir() and not d.name.startswith(".")
+            )
+        return [verify_run(d, repair) for d in dirs]
+
+    def run(self, path: str) -> StoredRun:
+        """One run, by ``"project/run_id"``."""
+        project, sep, run_id = path.partition("/")
+        if not sep or not project or not run_id:
+            raise UsageError(f"run path {path!r} must look like 'project/run_id'")
+        rdir = run_dir(self.root, project, run_id)
+        if not rdir.is_dir():
+            raise RunNotFoundError(
+                f"no run {path!r} under {self.root}; `localrun ls` lists the runs there"
+            )
+        return StoredRun(rdir)
+
+
+class StoredRun:
+    """A run as stored: the manifest fields, its history and files (a snapshot; see refresh)."""
+
+    def __init__(self, path: Path) -> None:
+        self.dir: Path = path
+        self._m: mf.Manifest = mf.load(path)
+
+    def refresh(self) -> StoredRun:
+        """Take a new snapshot of the manifest (a running writer commits every few seconds)."""
+        self._m = mf.load(self.dir)
+        return self
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The raw manifest (docs/format.md), as of the last snapshot."""
+        return self._m
+
+    id = property(lambda self: self._m["id"])
+    project = property(lambda self: self._m["project"])
+    name = property(lambda self: self._m.get("name") or self._m["id"])
+    notes = property(lambda self: self._m.get("notes"))
+    tags = property(lambda self: list(self._m.get("tags") or []))
+    group = property(lambda self: self._m.get("group"))
+    job_type = property(lambda self: self._m.get("job_type"))
+    config = property(lambda self: dict(self._m.get("config") or {}))
+    created = property(lambda self: float(self._m["created"]))
+    updated = property(lambda self: float(self._m["updated"]))
+    last_step = property(lambda self: int(self._m["last_step"]))
+    attempts = property(lambda self: list(self._m.get("attempts") or []))
+    dropped_steps = property(lambda self: int(self._m.get("dropped_steps", 0)))
+
+    @property
+    def path(self) -> str:
+        return f"{self.project}/{self.id}"
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return {k: mf.decode_value(v) for k, v in (self._m.get("summary") or {}).items()}
+
+    @property
+    def state(self) -> str:
+        """The stored state, except that a "running" run whose owner is provably dead on this
+        host shows as "crashed" (it is recorded so at the next resume or repair)."""
+        state = str(self._m.get("state", "running"))
+        owner = self._m.get("owner")
+        if state == "running" and isinstance(owner, dict) and provably_dead(owner):
+            return "crashed"
+        return state
+
+    @property
+    def host(self) -> str | None:
+        attempts = self.attempts
+        return attempts[-1].get("host") if attempts else None
+
+    @property
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the owner's last heartbeat by this host's clock (approximate across
+        hosts), or None when nobody owns the run."""
+        owner = self._m.get("owner")
+        if not isinstance(owner, dict) or "hb_time" not in owner:
+            return None
+        return max(0.0, time.time() - float(owner["hb_time"]))
+
+    @property
+    def keys(self) -> list[str]:
+        """Every logged key, with its kind in ``manifest['schema']``."""
+        return sorted(self._m.get("schema") or {})
+
+    def segment_paths(self, all_attempts: bool = False) -> list[Path]:
+        """The committed segment files, for engines that read Parquet themselves.
+
+        Without ``all_attempts`` only segments with rows a reader sees are listed (a rewind can
+        hide rows inside one: apply ``_step <=`` the bound, see docs/format.md).
+        """
+        return [self.dir / seg["file"] for seg, _ in self._segments(all_attempts)]
+
+    def _segments(self, all_attempts: bool) -> Iterator[tuple[dict[str, Any], int | None]]:
+        for seg in sorted(self._m["segments"], key=lambda s: (s["attempt"], s["seq"])):
+            bound = None if all_attempts else mf.visible_bound(self._m, seg["attempt"], seg["seq"])
+            if bound is not None and seg["min_step"] > bound:
+                continue
+            yield seg, bound
+
+    def history(
+        self,
+        keys: Sequence[str] | None = None,
+        all_attempts: bool = False,
+        format: str = "arrow",
+    ) -> Any:
+        """The logged rows: ``_step``, ``_timestamp``, ``_runtime`` and the keys (all by default).
+
+        Rows hidden by a rewind are left out unless ``all_attempts``, which also adds an
+        ``_attempt`` column. A key the run never logged is an error once the run has ended;
+        while it runs, such a key reads as a column of nulls (it may not be committed yet).
+        ``format``: "arrow" (a ``pyarrow.Table``), "pandas" or "polars".
+        """
+        kinds: dict[str, str] = self._m.get("schema") or {}
+        if keys is not None:
+            if isinstance(keys, str):
+                keys = [keys]
+            missing = [k for k in keys if k not in kinds and k not in STEP_COLUMNS]
+            if missing and self._m.get("state") != "running":
+                raise UsageError(
+                    f"run {self.path} has no key {missing[0]!r}; its keys are: "
+                    f"{', '.join(sorted(kinds)) or 'none'}"
+                )
+            # A running run may not have committed a key yet: it reads as nulls until it has.
+            kinds = {k: kinds.get(k, NUMBER) for k in keys if k not in STEP_COLUMNS}
+        schema = arrow_schema(kinds)
+        if all_attempts:
+            schema = schema.insert(1, pa.field("_attempt", pa.int64()))
+        tables = [
+            self._read_segment(seg, bound, schema, all_attempts)
+            for seg, bound in self._segments(all_attempts)
+        ]
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        if all_attempts:
+            table = table.sort_by([("_attempt", "ascending"), ("_step", "ascending")])
+        return _convert(table, format)
+
+    def _read_segment(
+        self, seg: dict[str, Any], bound: int | None, schema: pa.Schema, all_attempts: bool
+    ) -> pa.Table:
+        path = self.dir / seg["file"]
+        try:
+            pf = pq.ParquetFile(path)
+        except FileNotFoundError:
+            raise CorruptRunError(
+                f"run {self.path} lists {seg['file']}, which is missing; run `localrun verify` "
+                "to see what else is"
+            ) from None
+        have = set(pf.schema_arrow.names)
+        table = pf.read(columns=[n for n in schema.names if n in have])
+        if bound is not None and seg["max_step"] > bound:
+            table = table.filter(pc.less_equal(table.column("_step"), bound))
+        n = table.num_rows
+        arrays = []
+        for field in schema:
+            if field.name == "_attempt":
+                arrays.append(pa.array([seg["attempt"]] * n, pa.int64()))
+            elif field.name in have:
+                arrays.append(table.column(field.name).cast(field.type))
+            else:
+                arrays.append(pa.nulls(n, field.type))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def __repr__(self) -> str:
+        return f"<localrun.StoredRun {self.path} state={self.state} last_step={self.last_step}>"
+
+
+def _convert(table: pa.Table, format: str) -> Any:
+    if format == "arrow":
+        return table
+    if format == "pandas":
+        try:
+            return table.to_pandas()
+        except ImportError:
+            raise UsageError(
+                "format='pandas' needs pandas: pip install 'localrun[pandas]'"
+            ) from None
+    if format == "polars":
+        try:
+            import polars
+        except ImportError:
+            raise UsageError(
+                "format='polars' needs polars: pip install 'localrun[polars]'"
+            ) from None
+        return polars.from_arrow(table)
+    raise UsageError(f"format={format!r} is not one of 'arrow', 'pandas', 'polars'")

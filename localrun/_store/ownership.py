@@ -1,0 +1,274 @@
+"""Creating a run and taking ownership of one (DESIGN §4-5): the lease rules in one place.
+
+A contender never holds the mutex while it waits: it looks at the lease under the mutex, lets go,
+watches, and takes over only in a later critical section that re-checks what it saw. So of any
+number of processes resuming one id at once, exactly one wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from ..errors import RunExistsError, RunInUseError
+from . import manifest as mf
+from .atomic import storage_error
+from .layout import HISTORY, QUARANTINE, segment_name
+from .lease import HOST, heartbeat_key, is_valid, new_owner, pid_alive, provably_dead
+from .schema import NUMBER, kind_of_arrow
+from .segments import entry_from_footer
+
+log = logging.getLogger("localrun")
+
+
+@dataclass
+class Claim:
+    """What a writer holds after :func:`create` or :func:`take_over`."""
+
+    manifest: mf.Manifest
+    owner: dict[str, Any]
+    attempt: int
+    resumed: bool
+
+
+def _attempt_record(attempt: int, start_step: int) -> dict[str, Any]:
+    return {
+        "attempt": attempt,
+        "host": HOST,
+        "pid": os.getpid(),
+        "started": time.time(),
+        "ended": None,
+        "start_step": start_step,
+        "state": "running",
+        "exit_code": None,
+    }
+
+
+def create(run_dir: Path, project: str, run_id: str, ttl_s: float, fields: dict[str, Any]) -> Claim:
+    """Create a new run at ``run_dir``; :class:`RunExistsError` if the folder is already there.
+
+    ``mkdir`` is the atomic step (exclusive on every filesystem, NFS included): of two creators
+    one gets the folder, the other an error and falls back to resuming or refusing.
+    """
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir()
+    except FileExistsError:
+        raise RunExistsError(f"run {project}/{run_id} already exists at {run_dir}") from None
+    except OSError as exc:
+        raise storage_error(exc, "create the run folder", run_dir) from exc
+    m = mf.new(project, run_id, **fields)
+    owner = new_owner(1, ttl_s)
+    m["owner"] = owner
+    m["attempts"].append(_attempt_record(1, 0))
+    try:
+        mf.save(run_dir, m)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing was committed in it yet
+        raise
+    return Claim(m, owner, 1, resumed=False)
+
+
+def wait_for_manifest(run_dir: Path, seconds: float = 5.0) -> bool:
+    """A racing creator made the folder a moment ago: give it time to write the manifest."""
+    deadline = time.monotonic() + seconds
+    while not mf.exists(run_dir):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _owner_text(owner: dict[str, Any]) -> str:
+    age = time.time() - float(owner.get("hb_time", 0) or 0)
+    clock = "" if owner.get("host") == HOST else " by that host's clock"
+    return (
+        f"host {owner.get('host')}, pid {owner.get('pid')}, attempt {owner.get('attempt')}, "
+        f"last heartbeat {age:.1f}s ago{clock}"
+    )
+
+
+def _in_use(run_dir: Path, owner: dict[str, Any], why: str) -> RunInUseError:
+    return RunInUseError(
+        f"run {run_dir.parent.name}/{run_dir.name} is in use by {_owner_text(owner)} ({why}). "
+        "Stop that process first, or, if you are sure it is gone, pass force=True to "
+        "localrun.init (or set LOCALRUN_FORCE=1) to take the run over"
+    )
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("T", "t")
+
+
+def take_over(
+    run_dir: Path,
+    ttl_s: float,
+    force: bool = False,
+    rewind_to: int | None = None,
+    poll_s: float | None = None,
+) -> Claim:
+    """Become the owner of an existing run, starting its next attempt.
+
+    Takes over at once when there is no owner, a garbage lease, a provably dead owner, or
+    ``force``; refuses at once when the owner runs on this host and is not stopped; otherwise
+    watches the owner's heartbeat for its TTL on this process's monotonic clock: a move means
+    alive (:class:`RunInUseError`), stillness means gone (take over, attempt marked crashed).
+    """
+    seen: tuple[Any, Any] | None = None
+    seen_at = 0.0
+    while True:
+
+        def decide(m: mf.Manifest) -> Claim | float | RunInUseError:
+            nonlocal seen, seen_at
+            owner = m.get("owner")
+            now = time.monotonic()
+            if owner is not None and not is_valid(owner):
+                log.warning(
+                    "localrun: run %s has an unreadable lease %r; taking over", run_dir, owner
+                )
+                owner = None
+            if owner is not None and not force and not provably_dead(owner):
+                ttl = float(owner.get("ttl_s") or ttl_s)
+                key = heartbeat_key(owner)
+                same_host_live = (
+                    owner["host"] == HOST and pid_alive(owner["pid"]) and not _stopped(owner["pid"])
+                )
+                if same_host_live:
+                    return _in_use(run_dir, owner, "its process is alive on this host")
+                if seen is None:
+                    seen, seen_at = key, now
+                    log.warning(
+                        "localrun: run %s is owned by %s; watching its heartbeat for up to "
+                        "%.0fs to see whether it is alive",
+                        run_dir,
+                        _owner_text(owner),
+                        ttl,
+                    )
+                    return min(ttl / 10, 1.0) if poll_s is None else poll_s
+                if key != seen:
+                    return _in_use(run_dir, owner, "its heartbeat moved while this process watched")
+                if now - seen_at < ttl:
+                    return min(ttl / 10, 1.0) if poll_s is None else poll_s
+                log.warning(
+                    "localrun: the heartbeat of run %s stood still for %.0fs; taking over from %s",
+                    run_dir,
+                    now - seen_at,
+                    _owner_text(owner),
+                )
+            elif owner is not None:
+                log.warning(
+                    "localrun: taking over run %s from %s (%s)",
+                    run_dir,
+                    _owner_text(owner),
+                    "forced" if force else "its process is gone",
+                )
+            return _start_attempt(run_dir, m, ttl_s, rewind_to)
+
+        outcome = mf.update(run_dir, decide, commit=lambda r: isinstance(r, Claim))
+        if isinstance(outcome, Claim):
+            return outcome
+        if isinstance(outcome, RunInUseError):
+            raise outcome
+        time.sleep(outcome)
+
+
+def _start_attempt(run_dir: Path, m: mf.Manifest, ttl_s: float, rewind_to: int | None) -> Claim:
+    for a in m["attempts"]:
+        if a.get("state") == "running":
+            a["state"] = "crashed"
+            a["ended"] = a.get("ended") or m.get("updated")
+    adopt_orphans(run_dir, m)
+    attempt = max((a["attempt"] for a in m["attempts"]), default=0) + 1
+    if rewind_to is not None:
+        m["rewinds"].append({"attempt": attempt, "seq": 0, "step": rewind_to})
+        m["last_step"] = min(m["last_step"], rewind_to)
+    owner = new_owner(attempt, ttl_s)
+    m["owner"] = owner
+    m["state"] = "running"
+    m["attempts"].append(_attempt_record(attempt, m["last_step"] + 1))
+    return Claim(m, owner, attempt, resumed=True)
+
+
+def adopt_orphans(run_dir: Path, m: mf.Manifest) -> list[str]:
+    """Adopt the segments a crashed writer published but never committed (DESIGN §3.2).
+
+    O(orphans), not O(history): a writer numbers its segments consecutively, so the orphans of
+    an attempt are exactly the names after its last listed one. Only the newest attempt's
+    orphans that continue the step sequence are adopted; anything else (a superseded writer's
+    late flush, an unreadable file) is moved to ``quarantine/``, never deleted.
+    """
+    listed = {s["file"] for s in m["segments"]}
+    newest = max((a["attempt"] for a in m["attempts"]), default=0)
+    adopted: list[str] = []
+    for attempt in sorted({a["attempt"] for a in m["attempts"]}):
+        seqs = [s["seq"] for s in m["segments"] if s["attempt"] == attempt]
+        seq = max(seqs, default=-1) + 1
+        while True:
+            rel = f"{HISTORY}/{segment_name(attempt, seq)}"
+            if not (run_dir / rel).exists():
+                break
+            seq += 1
+            if rel in listed:
+                continue
+            try:
+                entry = entry_from_footer(run_dir, rel)
+            except Exception as exc:  # any unreadable file is quarantined, whatever pyarrow says
+                quarantine(run_dir, rel, f"unreadable: {exc}")
+                continue
+            if attempt != newest or entry["min_step"] <= m["last_step"]:
+                quarantine(run_dir, rel, "it does not continue the run's committed steps")
+                continue
+            _adopt(run_dir, m, entry)
+            adopted.append(rel)
+    return adopted
+
+
+def _adopt(run_dir: Path, m: mf.Manifest, entry: dict[str, Any]) -> None:
+    table = pq.read_table(run_dir / entry["file"])
+    for field in table.schema:
+        if field.name.startswith("_"):
+            continue
+        kind = kind_of_arrow(field.type) or NUMBER
+        m["schema"].setdefault(field.name, kind)
+        col = table.column(field.name).drop_null()
+        if len(col):
+            m["summary"][field.name] = mf.encode_value(col[-1].as_py())
+    m["segments"].append(entry)
+    m["last_step"] = entry["max_step"]
+    log.warning(
+        "localrun: adopted orphan segment %s of run %s (%d rows up to step %d)",
+        entry["file"],
+        run_dir,
+        entry["rows"],
+        entry["max_step"],
+    )
+
+
+def quarantine(run_dir: Path, rel: str, why: str) -> None:
+    dest = run_dir / QUARANTINE / rel.replace("/", "__")
+    dest.parent.mkdir(exist_ok=True)
+    os.replace(run_dir / rel, dest)
+    log.warning("localrun: moved %s of run %s to %s: %s", rel, run_dir, dest, why)
+
+
+def release(m: mf.Manifest, token: str, state: str, exit_code: int | None, attempt: int) -> None:
+    """End this attempt in the manifest (the caller holds the mutex and checked the fence)."""
+    for a in m["attempts"]:
+        if a["attempt"] == attempt:
+            a["state"] = state
+            a["ended"] = time.time()
+            a["exit_code"] = exit_code
+    m["state"] = state
+    if (m.get("owner") or {}).get("token") == token:
+        m["owner"] = None

@@ -1,0 +1,78 @@
+"""The exception tree of localrun.
+
+Every error localrun raises on purpose derives from :class:`LocalrunError`, so one ``except``
+catches them all. Where an error refines a builtin (a bad value is a ``ValueError``, a missing
+run is a ``LookupError``, waiting too long is a ``TimeoutError``), it subclasses that builtin
+too, like ``filelock.Timeout(TimeoutError)``: code that already handles the builtin keeps
+working. Each class carries the exit code the command line uses for it (click's pattern), so
+scripts can tell "bad input" from "run busy" without parsing text.
+
+This module imports nothing of localrun: everything else may import it.
+"""
+
+from __future__ import annotations
+
+
+class LocalrunError(Exception):
+    """Root of every error localrun raises on purpose."""
+
+    exit_code: int = 1
+
+
+class UsageError(LocalrunError, ValueError):
+    """An argument or variable has a value localrun cannot use; the message says which and why."""
+
+    exit_code = 2
+
+
+class InvalidIdError(UsageError):
+    """A run id, project name or file name would be empty, too long, or escape its folder."""
+
+
+class LogValueError(UsageError, TypeError):
+    """A logged key or value is not one localrun stores (see docs/logging.md)."""
+
+
+class RunNotFoundError(LocalrunError, LookupError):
+    """No run (or file) exists under the given name."""
+
+    exit_code = 3
+
+
+class RunExistsError(LocalrunError, FileExistsError):
+    """A new run was asked for with an id that is already used, and resume was not allowed."""
+
+    exit_code = 4
+
+
+class RunInUseError(LocalrunError):
+    """Another live process owns the run (its lease heartbeat moves)."""
+
+    exit_code = 5
+
+
+class RunSupersededError(LocalrunError):
+    """This writer lost the run to a newer attempt (it hung, its lease expired, another took over).
+
+    It commits nothing more: the newer attempt's data wins.
+    """
+
+    exit_code = 6
+
+
+class CorruptRunError(LocalrunError):
+    """A run's files cannot be read as written; ``localrun verify --repair`` can rebuild them."""
+
+    exit_code = 7
+
+
+class StorageError(LocalrunError, OSError):
+    """The filesystem refused a write (read-only, full, permissions); committed data is intact."""
+
+    exit_code = 8
+
+
+class LockTimeout(LocalrunError, TimeoutError):
+    """The manifest mutex could not be taken within its bound."""
+
+    exit_code = 9

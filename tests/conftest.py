@@ -1,0 +1,76 @@
+"""Shared fixtures: an isolated root per test, and helpers to run real Python subprocesses."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import localrun
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No LOCALRUN_* variable of the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("LOCALRUN_") or name in (
+            "SLURM_JOB_ID",
+            "SLURM_ARRAY_TASK_ID",
+            "SLURM_ARRAY_JOB_ID",
+            "PBS_JOBID",
+            "LSB_JOBID",
+            "TORCHELASTIC_RUN_ID",
+        ):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _finish_current():
+    yield
+    run = localrun.run
+    if run is not None:
+        with contextlib.suppress(localrun.LocalrunError):
+            run.finish()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
+
+
+def child_env(root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALRUN_")}
+    env["LOCALRUN_DIR"] = str(root)
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def spawn(code: str, root: Path, **extra: str) -> subprocess.Popen[str]:
+    """Start a real Python process running ``code`` (dedented) with the root in its env."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=child_env(root, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_py(
+    code: str, root: Path, timeout: float = 60, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=child_env(root, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
