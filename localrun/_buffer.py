@@ -1,8 +1,10 @@
-"""The in-memory columnar buffer behind ``log()``: appends only, no I/O, no lock beyond one
-``threading.Lock`` that a flush takes just long enough to swap buffers.
+"""Rows buffered by ``log()`` between flushes, and their conversion into one Arrow table.
 
-Rows are sparse (each step logs its own keys), so a column is padded with None lazily, when it
-is next written or when the buffer becomes a table, which keeps a ``log()`` at O(keys logged).
+Row-oriented on purpose: a row is ``(step, time, {key: value})``, stored with one
+``list.append``, which is C-level work whatever the number of keys and atomic under the GIL: a
+signal can never leave half a row, and the flush thread can take a prefix of the list without a
+lock (see ``Run._take_rows``). The transposition into columns happens at flush time, where runs
+of rows with the same keys are transposed with ``zip``.
 """
 
 from __future__ import annotations
@@ -17,62 +19,44 @@ import pyarrow as pa
 
 from ._store.schema import ARROW_TYPES
 
+Row = tuple[int, float, dict[str, Any]]
 
-class Buffer:
-    """Rows committed since the last flush, column by column."""
 
-    __slots__ = ("cols", "steps", "times")
+def last_values(rows: list[Row]) -> dict[str, Any]:
+    """The last non-None value of each key: what the summary shows between flushes."""
+    out: dict[str, Any] = {}
+    for _, _, values in reversed(rows):
+        for k, v in values.items():
+            if v is not None and k not in out:
+                out[k] = v
+    return out
 
-    def __init__(self) -> None:
-        self.cols: dict[str, list[Any]] = {}
-        self.steps: list[int] = []
-        self.times: list[float] = []
 
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def append(self, step: int, ts: float, row: dict[str, Any]) -> None:
-        n = len(self.steps)
-        cols = self.cols
-        for k, v in row.items():
+def to_table(rows: list[Row], kinds: dict[str, str], runtime_base: float, t0: float) -> pa.Table:
+    """One Arrow table: ``_step``, ``_timestamp``, ``_runtime``, then every key by name."""
+    n = len(rows)
+    cols: dict[str, list[Any]] = {}
+    start = 0
+    while start < n:  # each run of rows with the same keys is transposed at once
+        keys = rows[start][2].keys()
+        end = start + 1
+        while end < n and rows[end][2].keys() == keys:
+            end += 1
+        columns = zip(*(r[2].values() for r in rows[start:end]), strict=True)
+        for k, values in zip(list(keys), columns, strict=True):
             col = cols.get(k)
             if col is None:
                 col = cols[k] = [None] * n
-            elif len(col) != n:
-                # Pad a column this row is the first to write since n-len rows, or drop a value
-                # a row interrupted by a signal left behind.
-                if len(col) < n:
-                    col.extend([None] * (n - len(col)))
-                else:
-                    del col[n:]
-            col.append(v)
-        self.steps.append(step)
-        self.times.append(ts)
-
-    def last_values(self) -> dict[str, Any]:
-        """The last non-None value of each column: what the summary shows between flushes."""
-        out = {}
-        for k, col in self.cols.items():
-            for v in reversed(col):
-                if v is not None:
-                    out[k] = v
-                    break
-        return out
-
-    def to_table(self, kinds: dict[str, str], runtime_base: float, t0: float) -> pa.Table:
-        n = len(self.steps)
-        arrays = [
-            pa.array(self.steps, pa.int64()),
-            pa.array(self.times, pa.float64()),
-            pa.array([runtime_base + (t - t0) for t in self.times], pa.float64()),
-        ]
-        names = ["_step", "_timestamp", "_runtime"]
-        for k in sorted(self.cols):
-            col = self.cols[k]
-            if len(col) < n:
-                col.extend([None] * (n - len(col)))
-            elif len(col) > n:
-                del col[n:]
-            arrays.append(pa.array(col, ARROW_TYPES[kinds[k]]))
-            names.append(k)
-        return pa.Table.from_arrays(arrays, names=names)
+            col[start:end] = values
+        start = end
+    times = [r[1] for r in rows]
+    arrays = [
+        pa.array([r[0] for r in rows], pa.int64()),
+        pa.array(times, pa.float64()),
+        pa.array([runtime_base + (t - t0) for t in times], pa.float64()),
+    ]
+    names = ["_step", "_timestamp", "_runtime"]
+    for k in sorted(cols):
+        arrays.append(pa.array(cols[k], ARROW_TYPES[kinds[k]]))
+        names.append(k)
+    return pa.Table.from_arrays(arrays, names=names)

@@ -41,13 +41,13 @@ def normalize(key: str, v: Any) -> tuple[Any, str | None]:
     if t is float:
         return v, NUMBER
     if t is int or t is bool:
-        return float(v), NUMBER
+        return _to_float(key, v), NUMBER
     if t is str:
         return v, STRING
     if v is None:
         return None, None
     if isinstance(v, (bool, int, float)):
-        return float(v), NUMBER
+        return _to_float(key, v), NUMBER
     if isinstance(v, str):
         return str(v), STRING
     item = getattr(v, "item", None)
@@ -70,6 +70,15 @@ def normalize(key: str, v: Any) -> tuple[Any, str | None]:
         f"key {key!r}: values of type {t.__name__} are not supported; log numbers, strings, "
         "None, or lists/1-d arrays of them"
     )
+
+
+def _to_float(key: str, v: Any) -> float:
+    try:
+        return float(v)
+    except OverflowError:
+        raise LogValueError(
+            f"key {key!r}: {v!r} is too large for a float64 column; log it as a string"
+        ) from None
 
 
 def _sequence(key: str, items: list[Any]) -> tuple[list[Any], str]:

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import _settings
-from ._buffer import Buffer
+from ._buffer import Row, last_values, to_table
 from ._config import Config, merge
 from ._resume import job_key, marker_path, read_marker, remove_marker, write_marker
 from ._store import manifest as mf
@@ -50,6 +50,16 @@ log = logging.getLogger("localrun")
 
 _current: Run | None = None
 _all_runs: weakref.WeakSet[Run] = weakref.WeakSet()
+
+
+_FLOATS = frozenset({float})
+_NUMBERS = frozenset({float, int})
+_INT64 = 2**63
+
+
+def _ints_fit(data: dict[str, Any]) -> bool:
+    """Ints that float64 columns take as Python's float() would (|v| < 2**63)."""
+    return all(-_INT64 < v < _INT64 for v in data.values() if type(v) is int)
 
 
 class Summary(Mapping[str, Any]):
@@ -110,8 +120,8 @@ class Run:
         self._pid = os.getpid()
         self._lock = threading.Lock()  # guards the buffer, step and summary
         self._flush_lock = threading.Lock()  # one flush at a time (thread, finish, signal)
-        self._buf = Buffer()
-        self._backlog: list[Buffer] = []  # built but not yet written (a failed write keeps them)
+        self._rows: list[Row] = []  # logged since the last flush; log() appends, flush takes
+        self._backlog: list[list[Row]] = []  # taken but not yet written (a failed write keeps them)
         self._pending: list[dict[str, Any]] = []  # written but not yet committed segments
         self._seq = 0
         self._step: int = self.starting_step
@@ -126,6 +136,8 @@ class Run:
             for k in m.get("summary_explicit", [])
             if k in self._stored_summary
         }
+        self._number_keys = {k for k, v in self._kinds.items() if v is NUMBER}
+        self._flush_rows = s.flush_rows
         self._dropped = int(m.get("dropped_steps", 0))
         self._warned_drop = False
         self._dirty = True
@@ -188,6 +200,25 @@ class Run:
             raise self._error
         if self._finished:
             raise UsageError(f"run {self.path} is finished; call localrun.init() for a new one")
+        if (
+            type(data) is dict
+            and step is None
+            and commit is None
+            and not self._row
+            and data.keys() <= self._number_keys
+            and (
+                _FLOATS.issuperset(map(type, data.values()))
+                or (_NUMBERS.issuperset(map(type, data.values())) and _ints_fit(data))
+            )
+        ):
+            # The hot path: known number keys, plain floats/ints. C-level work only, no lock:
+            # one append is atomic, and the flush thread only ever takes a prefix of the list.
+            rows = self._rows
+            rows.append((self._step, time.time(), data.copy()))
+            self._step += 1
+            if len(rows) == self._flush_rows:
+                self._wake.set()  # once: the flush thread takes it from here
+            return
         if not isinstance(data, Mapping):
             raise UsageError(f"log() takes a dict of key -> value, got {type(data).__name__}")
         if step is None and commit is not False and not self._row:
@@ -237,14 +268,24 @@ class Run:
             with self._lock:
                 for k, kind in new_kinds.items():
                     self._kinds.setdefault(k, kind)
+                    if kind is NUMBER:
+                        self._number_keys.add(k)
         return row
 
     def _commit_row(self, row: dict[str, Any]) -> None:
-        buf = self._buf
-        buf.append(self._step, time.time(), row)
+        self._rows.append((self._step, time.time(), row))
         self._step += 1
-        if len(buf.steps) >= self._settings.flush_rows:
+        if len(self._rows) == self._flush_rows:
             self._wake.set()
+
+    def _take_rows(self) -> list[Row]:
+        """Take the rows logged so far, without a lock: ``log()`` only appends to the list, so
+        copying a prefix and deleting that prefix (each atomic) never loses a row."""
+        rows = self._rows
+        n = len(rows)
+        batch = rows[:n]
+        del rows[:n]
+        return batch
 
     def _log_slow(self, data: Mapping[str, Any], step: int | None, commit: bool | None) -> None:
         row = self._validate(data)
@@ -288,11 +329,7 @@ class Run:
             if self._stop.is_set() or os.getpid() != self._pid:
                 return
             due = time.monotonic() - self._last_commit >= min(interval, beat)
-            if (
-                len(self._buf)
-                or (self._dirty and due)
-                or time.monotonic() - self._last_commit >= beat
-            ):
+            if self._rows or (self._dirty and due) or time.monotonic() - self._last_commit >= beat:
                 try:
                     self._flush()
                 except RunSupersededError:
@@ -309,9 +346,8 @@ class Run:
     def _flush(self, end: tuple[str, int | None] | None = None) -> None:
         with self._flush_lock:
             with self._lock:
-                if len(self._buf):
-                    self._backlog.append(self._buf)
-                    self._buf = Buffer()
+                if self._rows:
+                    self._backlog.append(self._take_rows())
                 kinds = dict(self._kinds)
                 summary = self._summary_locked()
                 explicit = sorted(self._explicit)
@@ -325,8 +361,7 @@ class Run:
                 "config": config,
             }
             while self._backlog:
-                buf = self._backlog[0]
-                table = buf.to_table(kinds, self._runtime_base, self._t0)
+                table = to_table(self._backlog[0], kinds, self._runtime_base, self._t0)
                 try:
                     entry = segments.write(self.dir, self.attempt, self._seq, table, meta)
                 except FileExistsError:
@@ -386,8 +421,8 @@ class Run:
 
     def _summary_locked(self) -> dict[str, Any]:
         out = dict(self._stored_summary)
-        for buf in (*self._backlog, self._buf):
-            out.update(buf.last_values())
+        for rows in (*self._backlog, self._rows):
+            out.update(last_values(rows))
         out.update({k: v for k, v in self._row.items() if v is not None})
         out.update(self._explicit)
         self._stored_summary = {k: v for k, v in out.items() if k not in self._explicit}
