@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -448,7 +448,7 @@ class Run:
             if (m.get("owner") or {}).get("token") != self._token:
                 raise self._superseded("another process took the run over")
             m["rewinds"].append({"attempt": self.attempt, "seq": seq, "step": step})
-            m["last_step"] = min(m["last_step"], step)
+            m["last_step"] = step
 
         mf.update(self.dir, apply)
         with self._lock:
@@ -549,6 +549,11 @@ def init(
         if run_id is None:
             run_id = _auto_target(s, marker)
         mode = "allow"
+    if mode == "must" and run_id is None:
+        raise UsageError(
+            "resume='must' needs the id of the run to resume: pass id=... (or resume='<id>'), "
+            "or set LOCALRUN_RUN_ID"
+        )
     run_id = run_id or generate_id()
     run_dir = make_run_dir(s.root, s.project, run_id)
     fields = {
@@ -559,8 +564,6 @@ def init(
         "job_type": job_type,
     }
     claim = _claim(s, mode, run_id, run_dir, fields, config, rewind_to, allow_val_change)
-    if claim.resumed:
-        _apply_on_resume(run_dir, claim, fields, config, allow_val_change)
     if marker is not None:
         write_marker(marker, run_id, marker.stem)
     run = Run(s, run_dir, claim, marker)
@@ -629,7 +632,13 @@ def _claim(
             if mode == "never":
                 raise RunExistsError(f"run {where} was just created by another process") from None
             wait_for_manifest(run_dir)
-    return take_over(run_dir, s.lease_ttl, force=s.force, rewind_to=rewind_to)
+    return take_over(
+        run_dir,
+        s.lease_ttl,
+        force=s.force,
+        rewind_to=rewind_to,
+        prepare=_resume_fields(fields, config, allow_val_change),
+    )
 
 
 def _list_runs(project_dir: Path) -> str:
@@ -642,27 +651,22 @@ def _list_runs(project_dir: Path) -> str:
     return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 
 
-def _apply_on_resume(
-    run_dir: Path,
-    claim: Claim,
-    fields: dict[str, Any],
-    config: Mapping[str, Any] | None,
-    allow_val_change: bool,
-) -> None:
-    """Notes/name/tags given on resume overwrite the stored ones; config merges."""
-    token = claim.owner["token"]
+def _resume_fields(
+    fields: dict[str, Any], config: Mapping[str, Any] | None, allow_val_change: bool
+) -> Callable[[mf.Manifest], None]:
+    """What a resume changes: given notes/name/tags overwrite the stored ones; config merges.
+
+    Runs inside the takeover's critical section, so a refused config change takes nothing over.
+    """
 
     def apply(m: mf.Manifest) -> None:
-        if (m.get("owner") or {}).get("token") != token:
-            raise RunSupersededError(f"run {run_dir} was taken over while resuming")
+        if config:
+            m["config"] = merge(m.get("config") or {}, config, allow_val_change)
         for k, v in fields.items():
             if v is not None:
                 m[k] = v
-        if config:
-            m["config"] = merge(m.get("config") or {}, config, allow_val_change)
-        claim.manifest = m
 
-    mf.update(run_dir, apply)
+    return apply
 
 
 # -- process-wide hooks -----------------------------------------------------------------

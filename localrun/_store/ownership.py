@@ -11,13 +11,14 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from ..errors import RunExistsError, RunInUseError
+from ..errors import CorruptRunError, RunExistsError, RunInUseError
 from . import manifest as mf
 from .atomic import storage_error
 from .layout import HISTORY, QUARANTINE, segment_name
@@ -117,6 +118,7 @@ def take_over(
     force: bool = False,
     rewind_to: int | None = None,
     poll_s: float | None = None,
+    prepare: Callable[[mf.Manifest], None] | None = None,
 ) -> Claim:
     """Become the owner of an existing run, starting its next attempt.
 
@@ -124,6 +126,9 @@ def take_over(
     ``force``; refuses at once when the owner runs on this host and is not stopped; otherwise
     watches the owner's heartbeat for its TTL on this process's monotonic clock: a move means
     alive (:class:`RunInUseError`), stillness means gone (take over, attempt marked crashed).
+
+    ``prepare(manifest)`` runs in the same critical section just before the takeover is
+    committed; if it raises (a refused config change), nothing is written and nobody owns more.
     """
     seen: tuple[Any, Any] | None = None
     seen_at = 0.0
@@ -173,6 +178,8 @@ def take_over(
                     _owner_text(owner),
                     "forced" if force else "its process is gone",
                 )
+            if prepare is not None:
+                prepare(m)
             return _start_attempt(run_dir, m, ttl_s, rewind_to)
 
         outcome = mf.update(run_dir, decide, commit=lambda r: isinstance(r, Claim))
@@ -183,7 +190,29 @@ def take_over(
         time.sleep(outcome)
 
 
+def check_newest_segment(run_dir: Path, m: mf.Manifest) -> None:
+    """O(1) consistency check at resume: the newest listed segment is there and its footer
+    agrees with the manifest (rows, last step). Anything else is damage the user must see."""
+    if not m["segments"]:
+        return
+    newest = max(m["segments"], key=lambda s: (s["attempt"], s["seq"]))
+    try:
+        entry = entry_from_footer(run_dir, newest["file"])
+    except Exception as exc:  # missing or unreadable, whatever pyarrow raises
+        raise CorruptRunError(
+            f"run {run_dir}: its newest segment {newest['file']} cannot be read ({exc}); run "
+            "`localrun verify --repair` and resume again"
+        ) from None
+    if (entry["rows"], entry["max_step"]) != (newest["rows"], newest["max_step"]):
+        raise CorruptRunError(
+            f"run {run_dir}: segment {newest['file']} holds {entry['rows']} rows up to step "
+            f"{entry['max_step']}, the manifest says {newest['rows']} up to {newest['max_step']}; "
+            "run `localrun verify --repair`"
+        )
+
+
 def _start_attempt(run_dir: Path, m: mf.Manifest, ttl_s: float, rewind_to: int | None) -> Claim:
+    check_newest_segment(run_dir, m)
     for a in m["attempts"]:
         if a.get("state") == "running":
             a["state"] = "crashed"
@@ -192,7 +221,7 @@ def _start_attempt(run_dir: Path, m: mf.Manifest, ttl_s: float, rewind_to: int |
     attempt = max((a["attempt"] for a in m["attempts"]), default=0) + 1
     if rewind_to is not None:
         m["rewinds"].append({"attempt": attempt, "seq": 0, "step": rewind_to})
-        m["last_step"] = min(m["last_step"], rewind_to)
+        m["last_step"] = rewind_to  # continue at rewind_to + 1, even past a lost flush
     owner = new_owner(attempt, ttl_s)
     m["owner"] = owner
     m["state"] = "running"
