@@ -8,6 +8,7 @@ import typing as _typing
 
 from . import util
 from ._query import Api, StoredRun
+from ._restore import RestoredFile, restore
 from ._store.verify import Report as VerifyReport
 from ._writer import Run, Summary, init
 from ._writer import finish_current as finish
@@ -35,6 +36,7 @@ __all__ = [
     "LocalrunError",
     "LockTimeout",
     "LogValueError",
+    "RestoredFile",
     "Run",
     "RunExistsError",
     "RunInUseError",
@@ -49,6 +51,7 @@ __all__ = [
     "finish",
     "init",
     "log",
+    "restore",
     "run",
     "util",
 ]

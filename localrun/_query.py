@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -163,6 +163,42 @@ class StoredRun:
     def keys(self) -> list[str]:
         """Every logged key, with its kind in ``manifest['schema']``."""
         return sorted(self._m.get("schema") or {})
+
+    def files(self) -> dict[str, dict[str, Any]]:
+        """Saved files: name -> its latest version (``version``, ``path``, ``sha256``, ``size``,
+        ``saved``, ``attempt``) plus ``versions``, how many are stored."""
+        return {
+            name: {**versions[-1], "versions": len(versions)}
+            for name, versions in sorted((self._m.get("files") or {}).items())
+            if versions
+        }
+
+    def file_versions(self, name: str) -> list[dict[str, Any]]:
+        """Every stored version of ``name``, oldest first."""
+        versions = (self._m.get("files") or {}).get(name)
+        if not versions:
+            raise RunNotFoundError(
+                f"run {self.path} has no saved file {name!r}; its files: "
+                f"{', '.join(self.files()) or 'none'}"
+            )
+        return list(versions)
+
+    def file_path(self, name: str, version: str | None = None) -> Path:
+        """The local path of a saved file (the latest version unless ``version`` is given)."""
+        versions = self.file_versions(name)
+        if version is None:
+            return self.dir / str(versions[-1]["path"])
+        for v in versions:
+            if v["version"] == version:
+                return self.dir / str(v["path"])
+        raise RunNotFoundError(
+            f"{self.path}:{name} has no version {version!r}; it has "
+            f"{', '.join(v['version'] for v in versions)}"
+        )
+
+    def open_file(self, name: str, version: str | None = None) -> IO[bytes]:
+        """Open a saved file for reading (binary)."""
+        return open(self.file_path(name, version), "rb")
 
     def segment_paths(self, all_attempts: bool = False) -> list[Path]:
         """The committed segment files, for engines that read Parquet themselves.

@@ -27,9 +27,11 @@ import pyarrow as pa
 from . import _settings
 from ._buffer import Row, last_values, to_table
 from ._config import Config, merge
+from ._files import FileSaver
 from ._resume import job_key, marker_path, read_marker, remove_marker, write_marker
 from ._store import manifest as mf
 from ._store import segments
+from ._store.files import point_latest
 from ._store.layout import run_dir as make_run_dir
 from ._store.ownership import Claim, create, release, take_over, wait_for_manifest
 from ._store.schema import NUMBER
@@ -143,9 +145,11 @@ class Run:
         self._dirty = True
         self._config = Config(dict(m.get("config") or {}), self._mark_dirty)
         self.summary = Summary(self)
+        self._files = FileSaver(
+            self._commit_files, lambda: mf.load(self.dir), run_dir, self.attempt
+        )
         self._runtime_base = float(m.get("runtime") or 0.0)
         self._t0 = time.time()
-        self._last_commit = time.monotonic()
         self._error: LocalrunError | None = None
         self._finished = False
         self._preempted = False
@@ -155,6 +159,10 @@ class Run:
             target=self._loop, name=f"localrun-flush-{self.id}", daemon=True
         )
         self._thread.start()
+        self._beat = threading.Thread(
+            target=self._heartbeat_loop, name=f"localrun-heartbeat-{self.id}", daemon=True
+        )
+        self._beat.start()
         _all_runs.add(self)
 
     # -- identity -------------------------------------------------------------------------
@@ -322,20 +330,42 @@ class Run:
     def _loop(self) -> None:
         pa.array([0.0])  # pay pyarrow's lazy pandas import here, not in the first flush
         interval = self._settings.flush_interval
-        beat = self._settings.lease_ttl / 3
         while not self._stop.is_set():
-            self._wake.wait(min(interval, beat))
+            self._wake.wait(interval)
             self._wake.clear()
             if self._stop.is_set() or os.getpid() != self._pid:
                 return
-            due = time.monotonic() - self._last_commit >= min(interval, beat)
-            if self._rows or (self._dirty and due) or time.monotonic() - self._last_commit >= beat:
+            if self._rows or self._dirty:
                 try:
                     self._flush()
                 except RunSupersededError:
                     return
                 except Exception as exc:  # the thread must outlive any one failed flush
                     log.warning("localrun: flush of %s failed, will retry: %s", self.path, exc)
+
+    def _heartbeat_loop(self) -> None:
+        """Bump the lease every TTL/3, on its own thread.
+
+        Never behind a data flush: a slow one (a first pyarrow import, a large segment on a
+        loaded NFS server) must not make a live owner look dead to a watcher on another host.
+        """
+        while not self._stop.wait(self._settings.lease_ttl / 3):
+            if os.getpid() != self._pid:
+                return
+
+            def bump(m: mf.Manifest) -> None:
+                owner = m.get("owner")
+                if not isinstance(owner, dict) or owner.get("token") != self._token:
+                    raise self._superseded("another process took the run over")
+                owner["hb_seq"] = int(owner.get("hb_seq", 0)) + 1
+                owner["hb_time"] = time.time()
+
+            try:
+                mf.update(self.dir, bump)
+            except RunSupersededError:
+                return
+            except Exception as exc:  # keep beating: the next one may get through
+                log.warning("localrun: heartbeat of %s failed, will retry: %s", self.path, exc)
 
     def flush(self) -> None:
         """Write and commit everything logged so far (normally the background thread does it)."""
@@ -382,10 +412,8 @@ class Run:
             def commit(m: mf.Manifest) -> None:
                 owner = m.get("owner")
                 if not isinstance(owner, dict) or owner.get("token") != self._token:
-                    raise self._superseded(
-                        "another process took the run over (attempt "
-                        f"{(owner or {}).get('attempt', '?')})"
-                    )
+                    newest = max((a["attempt"] for a in m["attempts"]), default=self.attempt)
+                    raise self._superseded(f"another process took the run over as attempt {newest}")
                 listed = {s["file"] for s in m["segments"]}
                 for e in pending:
                     if e["file"] not in listed:
@@ -408,7 +436,6 @@ class Run:
                 self._dirty = True
                 raise
             del self._pending[: len(pending)]
-            self._last_commit = time.monotonic()
 
     def _superseded(self, why: str) -> RunSupersededError:
         err = RunSupersededError(
@@ -431,6 +458,39 @@ class Run:
     def _summary_now(self) -> dict[str, Any]:
         with self._lock:
             return self._summary_locked()
+
+    # -- files ----------------------------------------------------------------------------
+    def save(
+        self,
+        glob_str: str | os.PathLike[str],
+        base_path: str | os.PathLike[str] | None = None,
+        policy: str = "now",
+    ) -> list[str]:
+        """Copy files into the run (docs/files.md); returns the names saved (or to be saved).
+
+        ``glob_str``: a path or glob (``**`` recurses). Each file is stored under its path
+        relative to ``base_path`` (default: the folder part of ``glob_str``). ``policy``:
+        ``"now"`` copies and commits before returning; ``"end"`` copies at finish; ``"live"``
+        copies now and again whenever the file changes, until finish. Saving a name again
+        keeps every earlier version reachable; identical content is not stored twice.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._finished:
+            raise UsageError(f"run {self.path} is finished; files can no longer be saved")
+        return self._files.save(glob_str, base_path, policy)
+
+    def _commit_files(self, entries: list[tuple[str, dict[str, Any]]]) -> None:
+        def apply(m: mf.Manifest) -> None:
+            if (m.get("owner") or {}).get("token") != self._token:
+                raise self._superseded("another process took the run over")
+            files = m.setdefault("files", {})
+            for name, entry in entries:
+                files.setdefault(name, []).append(entry)
+
+        mf.update(self.dir, apply)
+        for name, entry in entries:
+            point_latest(self.dir, name, entry)
 
     # -- rewind ---------------------------------------------------------------------------
     def rewind(self, step: int) -> None:
@@ -473,12 +533,17 @@ class Run:
         self._finished = True
         self._stop.set()
         self._wake.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=30)
+        for thread in (self._thread, self._beat):
+            if threading.current_thread() is not thread:
+                thread.join(timeout=30)
         if _current is self:
             _current = None
         if self._error is not None:
             raise self._error
+        try:
+            self._files.close()
+        except LocalrunError as exc:
+            log.warning("localrun: saving files at the end of %s failed: %s", self.path, exc)
         with self._lock:
             if self._row:  # a step logged with step= and never committed: it ends here
                 self._commit_row(self._row)

@@ -115,7 +115,11 @@ def test_force_takes_over_without_waiting(root: Path) -> None:
 
 
 def test_live_owner_on_another_host_is_refused(root: Path) -> None:
-    """A real writer whose heartbeat moves, recorded under another host name."""
+    """A real writer whose heartbeat moves, recorded under another host name.
+
+    The TTL is long enough that a loaded 2-core machine cannot starve the writer's heartbeat
+    for all of it (a starved heartbeat is, correctly, a dead owner)."""
+    TTL = 6.0
     proc = spawn(
         """
         import time, localrun._store.lease as lease
@@ -128,17 +132,28 @@ def test_live_owner_on_another_host_is_refused(root: Path) -> None:
             time.sleep(0.05)
     """,
         root,
-        LOCALRUN_LEASE_TTL="1.5",
+        LOCALRUN_LEASE_TTL=str(TTL),
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     try:
         t0 = time.monotonic()
         with pytest.raises(localrun.RunInUseError, match="host other-node.*heartbeat moved"):
             localrun.init(project="p", id="r", resume="must", dir=root)
-        assert time.monotonic() - t0 < 1.5  # refused as soon as the heartbeat moved
+        assert time.monotonic() - t0 < TTL  # refused as soon as the heartbeat moved, not at TTL
     finally:
         proc.kill()
         proc.wait()
+
+
+def _wait_stopped(pid: int) -> None:
+    """SIGSTOP is delivered asynchronously: wait until the kernel reports the process stopped."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} did not stop")
 
 
 def test_fencing_a_writer_that_hung_and_woke_up_commits_nothing_more(root: Path) -> None:
@@ -161,8 +176,11 @@ def test_fencing_a_writer_that_hung_and_woke_up_commits_nothing_more(root: Path)
         LOCALRUN_LEASE_TTL="1.0",
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30  # let A commit some rows first (slow under load)
+    while localrun.Api(root).run("p/r").last_step < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGSTOP)  # the node hangs (an NFS stall, a frozen VM)
+    _wait_stopped(proc.pid)
     try:
         t0 = time.monotonic()
         run = localrun.init(project="p", id="r", resume="must", dir=root)

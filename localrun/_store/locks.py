@@ -52,6 +52,22 @@ def _mounts() -> list[tuple[str, str, set[str]]]:
     return sorted(out, key=lambda m: len(m[0]), reverse=True)
 
 
+_NETWORK_FS = ("nfs", "cifs", "smb", "fuse", "lustre", "gpfs", "beegfs", "ceph", "9p", "glusterfs")
+
+
+def _mount_of(path: Path) -> tuple[str, set[str]]:
+    real = os.path.realpath(path)
+    for point, fstype, opts in _mounts():
+        if real == point or real.startswith(point.rstrip("/") + "/"):
+            return fstype, opts
+    return "", set()
+
+
+def is_network_fs(path: Path) -> bool:
+    """True where change events of other hosts never arrive (so file watching must poll)."""
+    return _mount_of(path)[0].startswith(_NETWORK_FS)
+
+
 @lru_cache(maxsize=64)
 def lock_kind(path: Path) -> str:
     """``"flock"`` or ``"strict"``: which mutex the filesystem under ``path`` supports.
@@ -61,12 +77,9 @@ def lock_kind(path: Path) -> str:
     forced = os.environ.get("LOCALRUN_LOCK")
     if forced in ("flock", "strict"):
         return forced
-    real = os.path.realpath(path)
-    for point, fstype, opts in _mounts():
-        if real == point or real.startswith(point.rstrip("/") + "/"):
-            if fstype.startswith("nfs") and any(o in opts for o in _NO_FLOCK_OPTS):
-                return "strict"
-            return "flock"
+    fstype, opts = _mount_of(path)
+    if fstype.startswith("nfs") and any(o in opts for o in _NO_FLOCK_OPTS):
+        return "strict"
     return "flock"
 
 

@@ -132,62 +132,63 @@ def take_over(
     """
     seen: tuple[Any, Any] | None = None
     seen_at = 0.0
+    poll = poll_s
+
+    def judge(m: mf.Manifest) -> str | float | RunInUseError:
+        """Take (a reason), wait (seconds), or refuse; pure but for what it has seen."""
+        nonlocal seen, seen_at, poll
+        owner = m.get("owner")
+        now = time.monotonic()
+        if owner is None:
+            return "nobody owns it"
+        if not is_valid(owner):
+            return f"it has an unreadable lease ({owner!r})"
+        if force:
+            return f"forced, from {_owner_text(owner)}"
+        if provably_dead(owner):
+            return f"its owner's process is gone ({_owner_text(owner)})"
+        ttl = float(owner.get("ttl_s") or ttl_s)
+        poll = min(ttl / 10, 1.0) if poll_s is None else poll_s
+        if owner["host"] == HOST and pid_alive(owner["pid"]) and not _stopped(owner["pid"]):
+            return _in_use(run_dir, owner, "its process is alive on this host")
+        key = heartbeat_key(owner)
+        if seen is None:
+            seen, seen_at = key, now
+            log.warning(
+                "localrun: run %s is owned by %s; watching its heartbeat for up to %.0fs to see "
+                "whether it is alive",
+                run_dir,
+                _owner_text(owner),
+                ttl,
+            )
+            return poll
+        if key != seen:
+            return _in_use(run_dir, owner, "its heartbeat moved while this process watched")
+        if now - seen_at < ttl:
+            return poll
+        return f"the heartbeat of {_owner_text(owner)} stood still for {now - seen_at:.0f}s"
+
+    def confirm(m: mf.Manifest) -> Claim | float | RunInUseError:
+        verdict = judge(m)
+        if not isinstance(verdict, str):
+            return verdict
+        log.warning("localrun: taking over run %s: %s", run_dir, verdict)
+        if prepare is not None:
+            prepare(m)
+        return _start_attempt(run_dir, m, ttl_s, rewind_to)
+
     while True:
-
-        def decide(m: mf.Manifest) -> Claim | float | RunInUseError:
-            nonlocal seen, seen_at
-            owner = m.get("owner")
-            now = time.monotonic()
-            if owner is not None and not is_valid(owner):
-                log.warning(
-                    "localrun: run %s has an unreadable lease %r; taking over", run_dir, owner
-                )
-                owner = None
-            if owner is not None and not force and not provably_dead(owner):
-                ttl = float(owner.get("ttl_s") or ttl_s)
-                key = heartbeat_key(owner)
-                same_host_live = (
-                    owner["host"] == HOST and pid_alive(owner["pid"]) and not _stopped(owner["pid"])
-                )
-                if same_host_live:
-                    return _in_use(run_dir, owner, "its process is alive on this host")
-                if seen is None:
-                    seen, seen_at = key, now
-                    log.warning(
-                        "localrun: run %s is owned by %s; watching its heartbeat for up to "
-                        "%.0fs to see whether it is alive",
-                        run_dir,
-                        _owner_text(owner),
-                        ttl,
-                    )
-                    return min(ttl / 10, 1.0) if poll_s is None else poll_s
-                if key != seen:
-                    return _in_use(run_dir, owner, "its heartbeat moved while this process watched")
-                if now - seen_at < ttl:
-                    return min(ttl / 10, 1.0) if poll_s is None else poll_s
-                log.warning(
-                    "localrun: the heartbeat of run %s stood still for %.0fs; taking over from %s",
-                    run_dir,
-                    now - seen_at,
-                    _owner_text(owner),
-                )
-            elif owner is not None:
-                log.warning(
-                    "localrun: taking over run %s from %s (%s)",
-                    run_dir,
-                    _owner_text(owner),
-                    "forced" if force else "its process is gone",
-                )
-            if prepare is not None:
-                prepare(m)
-            return _start_attempt(run_dir, m, ttl_s, rewind_to)
-
-        outcome = mf.update(run_dir, decide, commit=lambda r: isinstance(r, Claim))
-        if isinstance(outcome, Claim):
-            return outcome
-        if isinstance(outcome, RunInUseError):
-            raise outcome
-        time.sleep(outcome)
+        # Watch without the mutex (the manifest is replaced atomically): watchers must never
+        # starve the owner's heartbeat commits, or a live owner would look dead.
+        verdict = judge(mf.load(run_dir))
+        if isinstance(verdict, str):  # confirm under the mutex: nothing moves while we decide
+            outcome = mf.update(run_dir, confirm, commit=lambda r: isinstance(r, Claim))
+            if isinstance(outcome, Claim):
+                return outcome
+            verdict = outcome
+        if isinstance(verdict, RunInUseError):
+            raise verdict
+        time.sleep(verdict)
 
 
 def check_newest_segment(run_dir: Path, m: mf.Manifest) -> None:

@@ -1,0 +1,98 @@
+"""``localrun.restore``: get a saved file back, from the current run or any run.
+
+With wandb, restore downloads from a server and fails offline. Here the file is already on the
+shared root: by default the returned ``.name`` is the stored version itself (read-only, never
+copied, however large the checkpoint); ``to=`` copies it out. This module sits above both the
+writer (the current run) and the readers (any run), which never import each other.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ._query import Api
+from ._store import manifest as mf
+from ._store.files import copy_out, latest_entry, sha256_of
+from ._writer import current
+from .errors import CorruptRunError, RunNotFoundError, UsageError
+
+
+@dataclass(frozen=True)
+class RestoredFile:
+    """A saved file: ``.name`` is a local path to its content (what ``keras.models.load_model``
+    or ``torch.load`` take)."""
+
+    name: str
+    run_path: str
+    file: str
+    version: str
+    sha256: str
+    size: int
+
+    @property
+    def path(self) -> Path:
+        return Path(self.name)
+
+    def open(self, mode: str = "rb") -> IO[Any]:
+        return open(self.name, mode)
+
+
+def restore(
+    name: str,
+    run_path: str | None = None,
+    replace: bool = False,
+    root: str | os.PathLike[str] | None = None,
+    to: str | os.PathLike[str] | None = None,
+) -> RestoredFile:
+    """The latest saved version of ``name``: from the current run, or from ``run_path``
+    ("project/run_id") under ``root``.
+
+    ``to``: copy it to that path (a folder keeps the name); an existing different file there is
+    an error unless ``replace``. Raises :class:`RunNotFoundError` naming the files the run has.
+    """
+    if run_path is None:
+        run = current()
+        if run is None:
+            raise UsageError(
+                f"restore({name!r}) needs a run: call it after localrun.init(...), or pass "
+                "run_path='project/run_id'"
+            )
+        run_dir, path_text = run.dir, run.path
+    else:
+        stored = Api(root).run(run_path)
+        run_dir, path_text = stored.dir, stored.path
+    m = mf.load(run_dir)
+    entry = latest_entry(m, name)
+    if entry is None:
+        have = sorted(m.get("files") or {})
+        raise RunNotFoundError(
+            f"run {path_text} has no saved file {name!r}; its files: {', '.join(have) or 'none'}"
+        )
+    source = run_dir / entry["path"]
+    try:
+        size = source.stat().st_size
+    except FileNotFoundError:
+        raise CorruptRunError(
+            f"run {path_text}: the stored version {entry['path']} is missing"
+        ) from None
+    if size != entry["size"]:
+        raise CorruptRunError(
+            f"run {path_text}: {entry['path']} has {size} bytes, the manifest says {entry['size']}"
+        )
+    target = source
+    if to is not None:
+        target = Path(to)
+        if target.is_dir():
+            target = target / Path(name).name
+        if target.exists() and not replace and sha256_of(target) != entry["sha256"]:
+            raise UsageError(
+                f"{target} exists and differs from {path_text}:{name}; pass replace=True to "
+                "overwrite it"
+            )
+        copy_out(source, target)
+    return RestoredFile(
+        str(target.absolute()), path_text, name, entry["version"], entry["sha256"], entry["size"]
+    )
