@@ -89,6 +89,25 @@ def main() -> None:
                     f"{t / base:.2f}x baseline",
                 )
             )
+        # a run made by the real writer with 2,000 flushes: compaction keeps its manifest short
+        run = localrun.init(project="bench", id="flushed", dir=root, flush_interval=3600)
+        for i in range(2_000):
+            run.log({"loss": float(i)})
+            run.flush()
+        run.finish()
+        segs = len(localrun.Api(root).run("bench/flushed").manifest["segments"])
+
+        def resume_flushed() -> None:
+            localrun.init(project="bench", id="flushed", resume="must", dir=root).finish()
+
+        t = timed(resume_flushed)
+        rows.append(
+            (
+                f"resume + finish after 2,000 flushes ({segs} segments after compaction)",
+                f"{t * 1e3:.1f} ms",
+                f"{t / base:.2f}x baseline",
+            )
+        )
     print_table("localrun resume benchmark", rows)
 
 

@@ -28,6 +28,10 @@ from .errors import CorruptRunError, RunNotFoundError, UsageError
 STEP_COLUMNS = [f.name for f in STEP_FIELDS]
 
 
+class _SegmentGone(Exception):
+    """A listed segment was compacted away after this reader's manifest snapshot."""
+
+
 class Api:
     """Read runs under a root (``root`` argument, else ``LOCALRUN_DIR``, else ./localruns)."""
 
@@ -243,10 +247,15 @@ class StoredRun:
         schema = arrow_schema(kinds)
         if all_attempts:
             schema = schema.insert(1, pa.field("_attempt", pa.int64()))
-        tables = [
-            self._read_segment(seg, bound, schema, all_attempts)
-            for seg, bound in self._segments(all_attempts)
-        ]
+        try:
+            tables = [
+                self._read_segment(seg, bound, schema, all_attempts)
+                for seg, bound in self._segments(all_attempts)
+            ]
+        except _SegmentGone:
+            # The writer compacted segments after this snapshot: take a new one, read again.
+            self.refresh()
+            return self.history(keys, all_attempts, format)
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         if all_attempts:
             table = table.sort_by([("_attempt", "ascending"), ("_step", "ascending")])
@@ -259,6 +268,8 @@ class StoredRun:
         try:
             pf = pq.ParquetFile(path)
         except FileNotFoundError:
+            if seg["file"] not in {s["file"] for s in mf.load(self.dir)["segments"]}:
+                raise _SegmentGone(seg["file"]) from None
             raise CorruptRunError(
                 f"run {self.path} lists {seg['file']}, which is missing; run `localrun verify` "
                 "to see what else is"

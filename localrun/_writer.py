@@ -54,6 +54,14 @@ _current: Run | None = None
 _all_runs: weakref.WeakSet[Run] = weakref.WeakSet()
 
 
+def _beat(m: mf.Manifest) -> None:
+    """Move the lease heartbeat: what a watcher on another host looks for."""
+    owner = m["owner"]
+    owner["hb_seq"] = int(owner.get("hb_seq", 0)) + 1
+    owner["hb_time"] = time.time()
+
+
+COMPACT_FANOUT = int(os.environ.get("LOCALRUN_COMPACT_FANOUT", "16"))
 _FLOATS = frozenset({float})
 _NUMBERS = frozenset({float, int})
 _INT64 = 2**63
@@ -126,6 +134,7 @@ class Run:
         self._backlog: list[list[Row]] = []  # taken but not yet written (a failed write keeps them)
         self._pending: list[dict[str, Any]] = []  # written but not yet committed segments
         self._seq = 0
+        self._mine: list[dict[str, Any]] = []  # this attempt's segments since the last rewind
         self._step: int = self.starting_step
         self._row: dict[str, Any] = {}  # the uncommitted row (commit=False)
         # Interned, so the hot path can compare kinds with `is`.
@@ -353,15 +362,8 @@ class Run:
             if os.getpid() != self._pid:
                 return
 
-            def bump(m: mf.Manifest) -> None:
-                owner = m.get("owner")
-                if not isinstance(owner, dict) or owner.get("token") != self._token:
-                    raise self._superseded("another process took the run over")
-                owner["hb_seq"] = int(owner.get("hb_seq", 0)) + 1
-                owner["hb_time"] = time.time()
-
             try:
-                mf.update(self.dir, bump)
+                self._update(_beat)
             except RunSupersededError:
                 return
             except Exception as exc:  # keep beating: the next one may get through
@@ -410,10 +412,6 @@ class Run:
             pending = list(self._pending)
 
             def commit(m: mf.Manifest) -> None:
-                owner = m.get("owner")
-                if not isinstance(owner, dict) or owner.get("token") != self._token:
-                    newest = max((a["attempt"] for a in m["attempts"]), default=self.attempt)
-                    raise self._superseded(f"another process took the run over as attempt {newest}")
                 listed = {s["file"] for s in m["segments"]}
                 for e in pending:
                     if e["file"] not in listed:
@@ -425,17 +423,61 @@ class Run:
                 m["config"] = config
                 m["runtime"] = runtime
                 m["dropped_steps"] = dropped
-                owner["hb_seq"] = int(owner.get("hb_seq", 0)) + 1
-                owner["hb_time"] = time.time()
+                _beat(m)
                 if end is not None:
                     release(m, self._token, end[0], end[1], self.attempt)
 
             try:
-                mf.update(self.dir, commit)
+                self._update(commit)
             except (StorageError, LockTimeout):
                 self._dirty = True
                 raise
             del self._pending[: len(pending)]
+            self._mine.extend(pending)
+            if end is None:
+                self._compact(meta)
+
+    def _compact(self, meta: dict[str, Any]) -> None:
+        """Tiered compaction of this attempt's newest segments (docs/format.md).
+
+        When the tail holds FANOUT segments of one level, they become one segment of the next
+        level: the manifest stays short (a run flushing every 2 s for days would otherwise list
+        100,000 segments and rewrite them all on every flush), and each row is rewritten only
+        log_FANOUT(rows) times. Never across a rewind: ``_mine`` restarts at each one. The old
+        files are removed only after the manifest lists the merged one instead.
+        """
+        while len(self._mine) >= COMPACT_FANOUT:
+            level = int(self._mine[-1].get("level", 0))
+            group = self._mine[-COMPACT_FANOUT:]
+            if any(int(e.get("level", 0)) != level for e in group):
+                return
+            merged = segments.merge(self.dir, group, self.attempt, self._seq, level + 1, meta)
+            self._seq += 1
+            old = {e["file"] for e in group}
+
+            def swap(m: mf.Manifest, old: set[str] = old, merged: dict[str, Any] = merged) -> None:
+                m["segments"] = [s for s in m["segments"] if s["file"] not in old] + [merged]
+
+            self._update(swap)
+            self._mine[-COMPACT_FANOUT:] = [merged]
+            for rel in old:
+                (self.dir / rel).unlink(missing_ok=True)
+
+    def _update(self, change: Callable[[mf.Manifest], None]) -> None:
+        """Read-modify-write the manifest as this attempt's owner: the fence (DESIGN §5).
+
+        If the lease is no longer this process's (it hung, and another took the run over), it
+        commits nothing and this writer is superseded for good.
+        """
+
+        def fenced(m: mf.Manifest) -> None:
+            owner = m.get("owner")
+            if not isinstance(owner, dict) or owner.get("token") != self._token:
+                newest = max((a["attempt"] for a in m["attempts"]), default=self.attempt)
+                raise self._superseded(f"another process took the run over as attempt {newest}")
+            change(m)
+
+        mf.update(self.dir, fenced)
 
     def _superseded(self, why: str) -> RunSupersededError:
         err = RunSupersededError(
@@ -482,13 +524,11 @@ class Run:
 
     def _commit_files(self, entries: list[tuple[str, dict[str, Any]]]) -> None:
         def apply(m: mf.Manifest) -> None:
-            if (m.get("owner") or {}).get("token") != self._token:
-                raise self._superseded("another process took the run over")
             files = m.setdefault("files", {})
             for name, entry in entries:
                 files.setdefault(name, []).append(entry)
 
-        mf.update(self.dir, apply)
+        self._update(apply)
         for name, entry in entries:
             point_latest(self.dir, name, entry)
 
@@ -505,12 +545,11 @@ class Run:
         seq = self._seq
 
         def apply(m: mf.Manifest) -> None:
-            if (m.get("owner") or {}).get("token") != self._token:
-                raise self._superseded("another process took the run over")
             m["rewinds"].append({"attempt": self.attempt, "seq": seq, "step": step})
             m["last_step"] = step
 
-        mf.update(self.dir, apply)
+        self._update(apply)
+        self._mine = []  # compaction never merges across a rewind
         with self._lock:
             self._step = step + 1
             self._row = {}

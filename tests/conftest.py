@@ -40,6 +40,30 @@ def _finish_current():
             run.finish()
 
 
+_children: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_children():
+    """A test that fails half way must not leave a writer looping forever behind it."""
+    yield
+    while _children:
+        proc = _children.pop()
+        if proc.poll() is None:
+            proc.terminate()  # `localrun run` forwards it to its own child
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def track(proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
+    """Have the reaper end ``proc`` if the test leaves it running."""
+    _children.append(proc)
+    return proc
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     return tmp_path / "runs"
@@ -55,13 +79,14 @@ def child_env(root: Path, **extra: str) -> dict[str, str]:
 
 def spawn(code: str, root: Path, **extra: str) -> subprocess.Popen[str]:
     """Start a real Python process running ``code`` (dedented) with the root in its env."""
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)],
         env=child_env(root, **extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    return track(proc)
 
 
 def run_py(

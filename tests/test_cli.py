@@ -102,9 +102,9 @@ def test_verify_reports_and_repairs(two_runs: Path) -> None:
 
 
 def test_demo_tells_the_preemption_story(root: Path) -> None:
-    result = cli(root, "demo", "--steps", "30")
+    result = cli(root, "demo", "--steps", "60")
     assert result.returncode == 0, result.stderr
     assert "preempted" in result.stdout and "each step once: True" in result.stdout
     (run,) = localrun.Api(root).runs("demo")
     assert [a["state"] for a in run.attempts] == ["crashed", "finished"]
-    assert run.history().column("_step").to_pylist() == list(range(30))
+    assert run.history().column("_step").to_pylist() == list(range(60))

@@ -30,7 +30,7 @@ while True:
 
 
 def _one_trial(root: Path, rng: random.Random, early: bool) -> dict[str, object]:
-    proc = spawn(WRITER, root)
+    proc = spawn(WRITER, root, LOCALRUN_COMPACT_FANOUT="4")  # kills land mid-compaction too
     if early:  # somewhere inside init: imports, root creation, run creation
         time.sleep(rng.uniform(0.0, 1.2))
         ready_at = None

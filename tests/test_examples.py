@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import localrun
-from tests.conftest import REPO, child_env
+from tests.conftest import REPO, child_env, track
 
 EPOCHS = 12  # keras: about 0.5 s an epoch on CPU
 TORCH_EPOCHS = 60  # torch: about 0.1 s an epoch; enough that a kill lands mid-training
@@ -21,19 +21,21 @@ FLUSH = 0.2
 
 def _start(script: str, root: Path, cwd: Path, **env: str) -> subprocess.Popen[str]:
     epochs = TORCH_EPOCHS if script.startswith("torch") else EPOCHS
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "examples" / script)],
-        cwd=cwd,
-        env=child_env(
-            root,
-            EPOCHS=str(epochs),
-            LOCALRUN_FLUSH_INTERVAL=str(FLUSH),
-            KERAS_BACKEND="torch",
-            **env,
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return track(
+        subprocess.Popen(
+            [sys.executable, str(REPO / "examples" / script)],
+            cwd=cwd,
+            env=child_env(
+                root,
+                EPOCHS=str(epochs),
+                LOCALRUN_FLUSH_INTERVAL=str(FLUSH),
+                KERAS_BACKEND="torch",
+                **env,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     )
 
 

@@ -10,19 +10,21 @@ import time
 from pathlib import Path
 
 import localrun
-from tests.conftest import child_env
+from tests.conftest import child_env, track
 from tests.test_cli import EXE
 
 
 def _wrapper(root: Path, args: list[str], script: str, **env: str) -> subprocess.Popen[str]:
     path = root.parent / "job.py"
     path.write_text(textwrap.dedent(script))
-    return subprocess.Popen(
-        [EXE, "--root", str(root), "run", *args, "--", sys.executable, str(path)],
-        env=child_env(root, **env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return track(
+        subprocess.Popen(
+            [EXE, "--root", str(root), "run", *args, "--", sys.executable, str(path)],
+            env=child_env(root, **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     )
 
 

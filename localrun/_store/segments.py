@@ -43,6 +43,28 @@ def write(
     }
 
 
+def merge(
+    run_dir: Path,
+    entries: list[dict[str, Any]],
+    attempt: int,
+    seq: int,
+    level: int,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the rows of ``entries`` (consecutive segments of one attempt) as one segment.
+
+    Compaction: it keeps the manifest short for runs that flush every few seconds for days.
+    The caller commits the new entry in place of the old ones, then removes the old files.
+    """
+    tables = [pq.read_table(run_dir / e["file"]) for e in entries]
+    merged = pa.concat_tables(
+        [t.replace_schema_metadata(None) for t in tables], promote_options="default"
+    )
+    entry = write(run_dir, attempt, seq, merged, meta)
+    entry["level"] = level
+    return entry
+
+
 def entry_from_footer(run_dir: Path, rel: str) -> dict[str, Any]:
     """Rebuild a manifest entry from a segment's footer alone (O(1) in the run's length).
 
