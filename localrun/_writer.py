@@ -2,8 +2,9 @@
 
 ``log()`` only validates and appends to an in-memory buffer. A background thread turns the
 buffer into one immutable segment every ``flush_interval`` seconds (or ``flush_rows`` rows), then
-commits it by replacing the manifest under the mutex; the same commit bumps the lease heartbeat
-and is the fence: a writer that is no longer the owner commits nothing more.
+commits it by replacing the manifest under the mutex. A second thread bumps the lease heartbeat
+every TTL/3. Every manifest change goes through ``Run._update``, the fence: a writer that is no
+longer the owner commits nothing more.
 """
 
 from __future__ import annotations
@@ -168,10 +169,10 @@ class Run:
             target=self._loop, name=f"localrun-flush-{self.id}", daemon=True
         )
         self._thread.start()
-        self._beat = threading.Thread(
+        self._heartbeat = threading.Thread(
             target=self._heartbeat_loop, name=f"localrun-heartbeat-{self.id}", daemon=True
         )
-        self._beat.start()
+        self._heartbeat.start()
         _all_runs.add(self)
 
     # -- identity -------------------------------------------------------------------------
@@ -253,9 +254,6 @@ class Run:
             t = type(v)
             if t is float and kinds.get(k) is NUMBER:
                 row[k] = v
-                continue
-            if t is int and kinds.get(k) is NUMBER:
-                row[k] = float(v)
                 continue
             if isinstance(v, Mapping) or not isinstance(k, str) or k not in kinds:
                 break
@@ -572,7 +570,7 @@ class Run:
         self._finished = True
         self._stop.set()
         self._wake.set()
-        for thread in (self._thread, self._beat):
+        for thread in (self._thread, self._heartbeat):
             if threading.current_thread() is not thread:
                 thread.join(timeout=30)
         if _current is self:

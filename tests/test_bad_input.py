@@ -49,6 +49,7 @@ def test_kind_change_is_refused_and_nothing_is_lost(committed: localrun.Run, roo
         ([1, "a"], "only numbers or only strings"),
         ([[1, 2]], "only numbers or only strings"),
         ({1, 2}, "values of type set are not supported"),
+        (10**400, "too large for a float64 column"),
     ],
 )
 def test_unsupported_values_are_refused(

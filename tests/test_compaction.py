@@ -117,4 +117,6 @@ def test_sigkill_during_compaction_is_repaired(root: Path) -> None:
         assert steps == list(range(len(steps)))
         api.verify(repair=True)
         assert api.verify()[0].ok
-        assert api.run("p/r").history().column("_step").to_pylist() == steps
+        after = api.run("p/r").history().column("_step").to_pylist()
+        assert after[: len(steps)] == steps  # repair never loses a committed row; it may
+        assert after == list(range(len(after)))  # adopt an orphan that continues the steps

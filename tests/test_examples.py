@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 import localrun
@@ -42,7 +43,12 @@ def _start(script: str, root: Path, cwd: Path, **env: str) -> subprocess.Popen[s
 def _kill_mid_training(
     proc: subprocess.Popen[str], root: Path, project: str, at: int, epochs: int = EPOCHS
 ) -> int:
-    """SIGKILL the job once `at` epochs are committed; returns the last committed epoch."""
+    """SIGKILL the job once `at` epochs are committed.
+
+    Returns the last step a resume must continue after: the last committed step, or the last
+    step of a segment the killed writer published but did not commit (an orphan the resume
+    adopts), whichever is later.
+    """
     api = localrun.Api(root)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -54,8 +60,15 @@ def _kill_mid_training(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (run,) = api.runs(project)
-    assert run.last_step < epochs - 1, "training finished before the kill: nothing to resume"
-    return run.last_step
+    listed = {s["file"] for s in run.manifest["segments"]}
+    last = run.last_step
+    for seg in sorted((run.dir / "history").glob("*.parquet")):
+        if f"history/{seg.name}" not in listed:
+            steps = pq.read_table(seg, columns=["_step"]).column("_step").to_pylist()
+            if steps and steps[0] == last + 1:
+                last = steps[-1]
+    assert last < epochs - 1, "training finished before the kill: nothing to resume"
+    return last
 
 
 def _check_history(run: localrun.StoredRun, epochs: int = EPOCHS) -> list[float]:
