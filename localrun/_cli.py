@@ -35,8 +35,13 @@ out = Console(soft_wrap=True)
 RETRY_CODES = (128 + signal.SIGKILL, 128 + signal.SIGTERM)
 
 
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+def _when(ts: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return datetime.fromtimestamp(ts).strftime(fmt) if ts else "-"
+
+
+def _short(ts: float | None) -> str:
+    """Month-day and time: fits an attempts table in an 80-column terminal."""
+    return _when(ts, "%m-%d %H:%M:%S")
 
 
 def _emit_json(data: Any) -> None:
@@ -137,11 +142,11 @@ def show_cmd(ctx: click.Context, run: str, as_json: bool) -> None:
             str(a["attempt"]),
             str(a.get("host") or "-"),
             str(a.get("pid") or "-"),
-            _when(a.get("started")),
-            _when(a.get("ended")),
+            _short(a.get("started")),
+            _short(a.get("ended")),
             str(a.get("start_step")),
             a.get("state") or "-",
-            str(a.get("exit_code", "-")),
+            "-" if a.get("exit_code") is None else str(a["exit_code"]),
         )
     out.print(attempts)
     for title, data in (("config", r.config), ("summary (last values)", r.summary)):
