@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -139,47 +140,31 @@ def test_auto_resume_across_a_simulated_slurm_requeue(root, tmp_path) -> None:
                 run.flush()
                 os.kill(os.getpid(), signal.SIGKILL)   # the node dies
     """)
-    env = {"SLURM_JOB_ID": "4242", "SLURM_ARRAY_TASK_ID": "3"}
     node_a, node_b = tmp_path / "nodeA", tmp_path / "nodeB"
     node_a.mkdir()
     node_b.mkdir()
     (node_a / "train.py").write_text(script)
     (node_b / "train_copy.py").write_text(script)
-    import subprocess
 
-    first = subprocess.run(
-        [sys.executable, "train.py"],
-        cwd=node_a,
-        env=child_env(root, **env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    def job(node: Path, program: str, task: str = "3") -> subprocess.CompletedProcess[str]:
+        """The job script as SLURM would start it: same job id, this node's folder."""
+        env = child_env(root, SLURM_JOB_ID="4242", SLURM_ARRAY_TASK_ID=task)
+        return subprocess.run(
+            [sys.executable, program], cwd=node, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    first = job(node_a, "train.py")
     assert first.returncode == -signal.SIGKILL
     run_id, resumed, step = first.stdout.split()
     assert resumed == "False" and step == "0"
-    second = subprocess.run(
-        [sys.executable, "train_copy.py"],
-        cwd=node_b,
-        env=child_env(root, **env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    second = job(node_b, "train_copy.py")  # requeued on another node, in another folder
     assert second.returncode == 0, second.stderr
     assert second.stdout.split() == [run_id, "True", "10"]
     stored = localrun.Api(root).run(f"p/{run_id}")
     assert stored.history().column("_step").to_pylist() == list(range(20))
     assert [a["state"] for a in stored.attempts] == ["crashed", "finished"]
     assert not list((root / "p" / ".resume").glob("*.json"))  # clean finish removed the marker
-    other_task = subprocess.run(
-        [sys.executable, "train.py"],
-        cwd=node_a,
-        env=child_env(root, SLURM_JOB_ID="4242", SLURM_ARRAY_TASK_ID="4"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    other_task = job(node_a, "train.py", task="4")
     assert other_task.stdout.split()[0] != run_id  # another array task is another run
 
 
