@@ -50,20 +50,24 @@ class Api:
 
         A run whose manifest cannot be read is skipped here; ``localrun verify`` reports it.
         """
-        projects = [sanitize_id(project, "project name")] if project else self.projects()
         out = []
-        for proj in projects:
-            pdir = project_dir(self.root, proj)
-            if not pdir.is_dir():
+        for rdir in self._run_dirs(project):
+            try:
+                out.append(StoredRun(rdir))
+            except (RunNotFoundError, CorruptRunError):
                 continue
-            for rdir in pdir.iterdir():
-                if rdir.name.startswith(".") or not rdir.is_dir():
-                    continue
-                try:
-                    out.append(StoredRun(rdir))
-                except (RunNotFoundError, CorruptRunError):
-                    continue
         return sorted(out, key=lambda r: r.created)
+
+    def _run_dirs(self, project: str | None) -> list[Path]:
+        """Every run folder of ``project`` (or of all projects); dot-folders are skipped."""
+        projects = [sanitize_id(project, "project name")] if project else self.projects()
+        return sorted(
+            d
+            for p in projects
+            if (pd := project_dir(self.root, p)).is_dir()
+            for d in pd.iterdir()
+            if d.is_dir() and not d.name.startswith(".")
+        )
 
     def verify(self, path: str | None = None, repair: bool = False) -> list[VerifyReport]:
         """Check runs against their manifests (all runs, a project, or ``"project/run_id"``).
@@ -77,14 +81,7 @@ class Api:
             if not dirs[0].is_dir():
                 raise RunNotFoundError(f"no run {path!r} under {self.root}")
         else:
-            projects = [sanitize_id(path, "project name")] if path else self.projects()
-            dirs = sorted(
-                d
-                for p in projects
-                if (pd := project_dir(self.root, p)).is_dir()
-                for d in pd.iterdir()
-                if d.is_dir() and not d.name.startswith(".")
-            )
+            dirs = self._run_dirs(path)
         return [verify_run(d, repair) for d in dirs]
 
     def run(self, path: str) -> StoredRun:

@@ -14,12 +14,11 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import CorruptRunError, StorageError
 from .layout import TMP_TAG
 
-T = TypeVar("T")
 HOST = socket.gethostname()
 # Errors a reader on NFS sees while a writer replaces a file: retry them, they pass.
 _TRANSIENT = {errno.ESTALE, errno.ENOENT}
@@ -140,16 +139,4 @@ def read_json(path: Path, attempts: int = 8) -> Any:
                 ) from exc
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
-    raise AssertionError("unreachable")
-
-
-def retry_transient(fn: Callable[[], T], attempts: int = 5) -> T:
-    """Call ``fn`` again on ESTALE/ENOENT, which NFS readers see while files are replaced."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except OSError as exc:
-            if exc.errno not in _TRANSIENT or i == attempts - 1:
-                raise
-            time.sleep(0.01 * (i + 1))
     raise AssertionError("unreachable")

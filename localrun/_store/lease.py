@@ -28,16 +28,31 @@ def _boot_id() -> str:
 BOOT_ID = _boot_id()
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None.
+
+    Split after the last ')' because the command name itself may hold spaces and parentheses.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields or None
+
+
 def proc_start(pid: int) -> str:
     """The start time of ``pid`` in clock ticks since boot, '' where /proc does not say.
 
     Together with the pid it names one process; a reused pid has another start time.
     """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = _stat(pid)
+    return fields[19] if fields and len(fields) > 19 else ""
+
+
+def stopped(pid: int) -> bool:
+    """True when ``pid`` is stopped (SIGSTOP, a debugger): alive, but its heartbeat is not."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] in ("T", "t")
 
 
 def pid_alive(pid: int) -> bool:
@@ -48,11 +63,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    fields = _stat(pid)
+    return fields is None or fields[0] != "Z"
 
 
 def new_owner(attempt: int, ttl_s: float) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from ..errors import CorruptRunError, RunExistsError, RunInUseError
 from . import manifest as mf
 from .atomic import storage_error
 from .layout import HISTORY, QUARANTINE, segment_name
-from .lease import HOST, heartbeat_key, is_valid, new_owner, pid_alive, provably_dead
+from .lease import HOST, heartbeat_key, is_valid, new_owner, pid_alive, provably_dead, stopped
 from .schema import NUMBER, kind_of_arrow
 from .segments import entry_from_footer
 
@@ -104,14 +104,6 @@ def _in_use(run_dir: Path, owner: dict[str, Any], why: str) -> RunInUseError:
     )
 
 
-def _stopped(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state in ("T", "t")
-
-
 def take_over(
     run_dir: Path,
     ttl_s: float,
@@ -149,7 +141,7 @@ def take_over(
             return f"its owner's process is gone ({_owner_text(owner)})"
         ttl = float(owner.get("ttl_s") or ttl_s)
         poll = min(ttl / 10, 1.0) if poll_s is None else poll_s
-        if owner["host"] == HOST and pid_alive(owner["pid"]) and not _stopped(owner["pid"]):
+        if owner["host"] == HOST and pid_alive(owner["pid"]) and not stopped(owner["pid"]):
             return _in_use(run_dir, owner, "its process is alive on this host")
         key = heartbeat_key(owner)
         if seen is None:

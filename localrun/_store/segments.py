@@ -102,11 +102,3 @@ def footer_meta(path: Path) -> dict[str, Any]:
     kv = pq.read_schema(path).metadata or {}
     raw = kv.get(META_KEY)
     return json.loads(raw) if raw else {}
-
-
-def read(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read a segment; ``columns`` that it lacks are skipped (readers unify schemas later)."""
-    if columns is not None:
-        have = set(pq.read_schema(path).names)
-        columns = [c for c in columns if c in have]
-    return pq.read_table(path, columns=columns)
