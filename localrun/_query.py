@@ -17,9 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import _settings
 from ._store import manifest as mf
-from ._store.layout import project_dir, resolve_root, run_dir, sanitize_id
-from ._store.lease import provably_dead
+from ._store.layout import project_dir, run_dir, sanitize_id
+from ._store.lease import is_valid, provably_dead
 from ._store.schema import NUMBER, STEP_FIELDS, arrow_schema
 from ._store.verify import Report as VerifyReport
 from ._store.verify import verify_run
@@ -36,7 +37,8 @@ class Api:
     """Read runs under a root (``root`` argument, else ``LOCALRUN_DIR``, else ./localruns)."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root: Path = resolve_root(root)
+        self.root: Path = _settings.root(root)
+        mf.check_root(self.root)  # a root of a newer format: FormatVersionError, here
 
     def projects(self) -> list[str]:
         if not self.root.is_dir():
@@ -82,7 +84,8 @@ class Api:
                 raise RunNotFoundError(f"no run {path!r} under {self.root}")
         else:
             dirs = self._run_dirs(path)
-        return [verify_run(d, repair) for d in dirs]
+        ttl, opts = _settings.lease_ttl(), _settings.store_options()
+        return [verify_run(d, repair, ttl, opts) for d in dirs]
 
     def run(self, path: str) -> StoredRun:
         """One run, by ``"project/run_id"``."""
@@ -142,7 +145,12 @@ class StoredRun:
         host shows as "crashed" (it is recorded so at the next resume or repair)."""
         state = str(self._m.get("state", "running"))
         owner = self._m.get("owner")
-        if state == "running" and isinstance(owner, dict) and provably_dead(owner):
+        if (
+            state == "running"
+            and is_valid(owner)
+            and isinstance(owner, dict)
+            and provably_dead(owner)
+        ):
             return "crashed"
         return state
 

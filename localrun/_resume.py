@@ -28,13 +28,13 @@ _SCHEDULERS = (
 )
 
 
-def job_key() -> str:
+def job_key(explicit: str | None = None) -> str:
     """The identity of this job across requeues, as a file-safe key.
 
-    ``LOCALRUN_RESUME_KEY`` overrides (for a scheduler not listed). For SLURM arrays the array
-    job id stays the same across tasks, so the task id is part of the key.
+    ``explicit`` (``LOCALRUN_RESUME_KEY``, passed in by the settings) overrides, for a scheduler
+    not listed. For SLURM arrays the array job id stays the same across tasks, so the task id is
+    part of the key.
     """
-    explicit = os.environ.get("LOCALRUN_RESUME_KEY")
     if explicit:
         return _safe("key-" + explicit)
     for var, extra, name in _SCHEDULERS:

@@ -1,20 +1,50 @@
-"""Settings: an argument beats a ``LOCALRUN_*`` variable beats the default, resolved once in init.
+"""Every ``LOCALRUN_*`` variable, read and validated here and nowhere else.
 
-Resolved once so a script that changes ``os.environ`` mid-run cannot move its own run.
+An argument beats a variable beats the default. Each entry point (``init``, ``Api``, the CLI)
+resolves once, so a script that changes ``os.environ`` mid-run cannot move its own run, and a
+bad value is one :class:`UsageError` naming the variable and what it accepts: never an
+import-time traceback, never a value that makes a loop spin forever. The store below takes
+the result as parameters (:class:`StoreOptions`) and never reads the environment itself.
+
+========================== ======================================== =========================
+variable                   meaning                                  accepts (default)
+========================== ======================================== =========================
+LOCALRUN_DIR               the root                                 a path (./localruns)
+LOCALRUN_PROJECT           project of a new run                     a name (uncategorized)
+LOCALRUN_RUN_ID            id of the run to start or resume         an id
+LOCALRUN_RESUME            resume mode                              never/allow/must/auto,
+                                                                    true/false/1/0
+LOCALRUN_RESUME_KEY        auto-resume job key (unknown schedulers) any text
+LOCALRUN_FORCE             take a run over from a live-looking owner 1/true/yes, 0/false/no
+LOCALRUN_FLUSH_INTERVAL    seconds between background flushes       > 0 (2)
+LOCALRUN_FLUSH_ROWS        rows that trigger a flush                int >= 1 (10000)
+LOCALRUN_LEASE_TTL         seconds a silent owner keeps its lease   >= 1 (30)
+LOCALRUN_LOCK_TIMEOUT      seconds to wait for the courtesy mutex   > 0 (5)
+LOCALRUN_STALE_LOCK        seconds before a strict claim is stale   > 0 (30)
+LOCALRUN_LOCK              which mutex                              auto/flock/strict (auto)
+LOCALRUN_COMPACT_FANOUT    segments merged per compaction           int 2..1024 (16)
+LOCALRUN_KEEP_REVISIONS    old revisions kept in log/               int >= 1 (64)
+LOCALRUN_WATCH             how run.save(policy="live") watches      auto/native/poll (auto)
+========================== ======================================== =========================
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, cast
 
 from ._store.layout import resolve_root, sanitize_id
+from ._store.options import LockKind, StoreOptions
 from .errors import UsageError
 
 DEFAULT_PROJECT = "uncategorized"
 RESUME_MODES = ("never", "allow", "must", "auto")
-_ENV_RESUME = {
+ResumeMode = Literal["never", "allow", "must", "auto"]
+WatchKind = Literal["auto", "native", "poll"]
+_ENV_RESUME: dict[str, ResumeMode] = {
     "never": "never",
     "false": "never",
     "0": "never",
@@ -25,43 +55,139 @@ _ENV_RESUME = {
     "true": "auto",
     "1": "auto",
 }
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+KNOWN = (
+    "LOCALRUN_DIR",
+    "LOCALRUN_PROJECT",
+    "LOCALRUN_RUN_ID",
+    "LOCALRUN_RESUME",
+    "LOCALRUN_RESUME_KEY",
+    "LOCALRUN_FORCE",
+    "LOCALRUN_FLUSH_INTERVAL",
+    "LOCALRUN_FLUSH_ROWS",
+    "LOCALRUN_LEASE_TTL",
+    "LOCALRUN_LOCK_TIMEOUT",
+    "LOCALRUN_STALE_LOCK",
+    "LOCALRUN_LOCK",
+    "LOCALRUN_COMPACT_FANOUT",
+    "LOCALRUN_KEEP_REVISIONS",
+    "LOCALRUN_WATCH",
+    "LOCALRUN_TOKEN",  # read by the sync side (the sync issue); listed so it is not a typo
+)
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    return None if value is None else value.strip()
+
+
+def env_text(name: str) -> str | None:
+    """A text variable; unset and empty are the same (None)."""
+    return _raw(name) or None
+
+
+def _number(name: str, default: float, minimum: float, unit: str) -> float:
+    raw = _raw(name)
     if raw is None or raw == "":
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise UsageError(f"{name}={raw!r} is not a number; unset it or give seconds/rows") from None
-    if value <= 0:
-        raise UsageError(f"{name}={raw!r} must be positive")
+        raise UsageError(
+            f"{name}={raw!r} is not a number; give {unit} as a plain number (like {default:g}) "
+            "or unset it"
+        ) from None
+    if not value >= minimum or value == float("inf"):
+        raise UsageError(f"{name}={raw!r} must be a finite number >= {minimum:g} ({unit})")
     return value
+
+
+def _int(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    raw = _raw(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"[+]?\d+", raw):
+        raise UsageError(
+            f"{name}={raw!r} is not a whole number; give one like {default} or unset it"
+        )
+    value = int(raw)
+    if value < minimum or (maximum is not None and value > maximum):
+        top = f" and <= {maximum}" if maximum is not None else ""
+        raise UsageError(f"{name}={raw!r} must be >= {minimum}{top}")
+    return value
+
+
+def _choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = _raw(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() not in choices:
+        raise UsageError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return raw.lower()
+
+
+def _flag(name: str) -> bool:
+    raw = _raw(name)
+    if raw is None or raw.lower() in _FALSE:
+        return False
+    if raw.lower() in _TRUE:
+        return True
+    raise UsageError(f"{name}={raw!r} is not a yes/no value; use 1 or 0")
+
+
+def root(dir: str | os.PathLike[str] | None = None) -> Path:
+    """``dir``, else ``LOCALRUN_DIR``, else ``./localruns``, made absolute once."""
+    return resolve_root(dir if dir is not None else env_text("LOCALRUN_DIR"))
+
+
+def store_options() -> StoreOptions:
+    """The store's knobs from the environment (validated)."""
+    return StoreOptions(
+        mutex_wait=_number("LOCALRUN_LOCK_TIMEOUT", 5.0, 0.0, "seconds"),
+        stale_claim=_number("LOCALRUN_STALE_LOCK", 30.0, 0.0, "seconds"),
+        lock_kind=cast(LockKind, _choice("LOCALRUN_LOCK", ("auto", "flock", "strict"), "auto")),
+        keep_revisions=_int("LOCALRUN_KEEP_REVISIONS", 64, 1),
+    )
+
+
+def lease_ttl() -> float:
+    return _number("LOCALRUN_LEASE_TTL", 30.0, 1.0, "seconds")
+
+
+def watch_kind() -> WatchKind:
+    return cast(WatchKind, _choice("LOCALRUN_WATCH", ("auto", "native", "poll"), "auto"))
 
 
 @dataclass(frozen=True)
 class Settings:
+    """One run's settings, resolved once by ``init``."""
+
     root: Path
     project: str
     run_id: str | None
-    resume: str  # one of RESUME_MODES, after a run id given as resume= was moved to run_id
+    resume: ResumeMode  # after a run id given as resume= was moved to run_id
     force: bool
     flush_interval: float
     flush_rows: int
     lease_ttl: float
+    compact_fanout: int
+    resume_key: str | None
+    watch: WatchKind
+    store: StoreOptions
 
 
-def resolve_resume(resume: bool | str | None, run_id: str | None) -> tuple[str, str | None]:
+def resolve_resume(resume: bool | str | None, run_id: str | None) -> tuple[ResumeMode, str | None]:
     """``(mode, run_id)`` from the ``resume=`` argument or ``LOCALRUN_RESUME``.
 
-    A string that is not a mode is a run id to resume ("must" for that id), wandb's contract.
+    A string argument that is not a mode is a run id to resume ("must" for that id), wandb's
+    contract; the variable takes modes only (the id goes in ``LOCALRUN_RUN_ID``).
     """
     if resume is None:
-        raw = os.environ.get("LOCALRUN_RESUME")
+        raw = _raw("LOCALRUN_RESUME")
         if raw is None:
             return "never", run_id
-        mode = _ENV_RESUME.get(raw.strip().lower())
+        mode = _ENV_RESUME.get(raw.lower())
         if mode is None:
             raise UsageError(
                 f"LOCALRUN_RESUME={raw!r} is not a resume mode; use one of never, allow, must, "
@@ -78,11 +204,15 @@ def resolve_resume(resume: bool | str | None, run_id: str | None) -> tuple[str, 
             "False or a run id"
         )
     if resume in RESUME_MODES:
-        return resume, run_id
-    target = sanitize_id(resume, "resume run id")
+        return cast(ResumeMode, resume), run_id
+    return _resume_id(resume, run_id)
+
+
+def _resume_id(value: str, run_id: str | None) -> tuple[ResumeMode, str]:
+    target = sanitize_id(value, "resume run id")
     if run_id is not None and sanitize_id(run_id) != target:
         raise UsageError(
-            f"id={run_id!r} and resume={resume!r} name two different runs; pass only one of them"
+            f"id={run_id!r} and resume={value!r} name two different runs; pass only one of them"
         )
     return "must", target
 
@@ -96,25 +226,30 @@ def resolve(
     force: bool | None,
     flush_interval: float | None,
 ) -> Settings:
-    run_id = id if id is not None else os.environ.get("LOCALRUN_RUN_ID") or None
+    run_id = id if id is not None else env_text("LOCALRUN_RUN_ID")
     mode, run_id = resolve_resume(resume, run_id)
-    proj = sanitize_id(
-        project or os.environ.get("LOCALRUN_PROJECT") or DEFAULT_PROJECT, "project name"
-    )
-    if force is None:
-        force = os.environ.get("LOCALRUN_FORCE", "").lower() in ("1", "true", "yes")
-    interval = (
-        flush_interval if flush_interval is not None else _env_float("LOCALRUN_FLUSH_INTERVAL", 2.0)
-    )
-    if interval <= 0:
-        raise UsageError(f"flush_interval={interval!r} must be positive seconds")
+    proj = sanitize_id(project or env_text("LOCALRUN_PROJECT") or DEFAULT_PROJECT, "project name")
+    if flush_interval is None:
+        interval = _number("LOCALRUN_FLUSH_INTERVAL", 2.0, 0.001, "seconds")
+    elif (
+        isinstance(flush_interval, bool)
+        or not isinstance(flush_interval, (int, float))
+        or not 0 < flush_interval < float("inf")
+    ):
+        raise UsageError(f"flush_interval={flush_interval!r} must be positive seconds")
+    else:
+        interval = float(flush_interval)
     return Settings(
-        root=resolve_root(dir),
+        root=root(dir),
         project=proj,
         run_id=sanitize_id(run_id) if run_id is not None else None,
         resume=mode,
-        force=force,
+        force=_flag("LOCALRUN_FORCE") if force is None else bool(force),
         flush_interval=interval,
-        flush_rows=int(_env_float("LOCALRUN_FLUSH_ROWS", 10_000)),
-        lease_ttl=_env_float("LOCALRUN_LEASE_TTL", 30.0),
+        flush_rows=_int("LOCALRUN_FLUSH_ROWS", 10_000, 1),
+        lease_ttl=lease_ttl(),
+        compact_fanout=_int("LOCALRUN_COMPACT_FANOUT", 16, 2, 1024),
+        resume_key=env_text("LOCALRUN_RESUME_KEY"),
+        watch=watch_kind(),
+        store=store_options(),
     )

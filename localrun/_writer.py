@@ -18,7 +18,8 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -34,6 +35,7 @@ from ._store import manifest as mf
 from ._store import segments
 from ._store.files import point_latest
 from ._store.layout import run_dir as make_run_dir
+from ._store.lease import beat
 from ._store.ownership import Claim, create, release, take_over, wait_for_manifest
 from ._store.schema import NUMBER
 from ._values import check_key, flatten, kind_conflict, normalize
@@ -56,13 +58,10 @@ _all_runs: weakref.WeakSet[Run] = weakref.WeakSet()
 
 
 def _beat(m: mf.Manifest) -> None:
-    """Move the lease heartbeat: what a watcher on another host looks for."""
-    owner = m["owner"]
-    owner["hb_seq"] = int(owner.get("hb_seq", 0)) + 1
-    owner["hb_time"] = time.time()
+    beat(m["owner"])
 
 
-COMPACT_FANOUT = int(os.environ.get("LOCALRUN_COMPACT_FANOUT", "16"))
+_now = time.time
 _FLOATS = frozenset({float})
 _NUMBERS = frozenset({float, int})
 _INT64 = 2**63
@@ -129,7 +128,9 @@ class Run:
         self._token: str = claim.owner["token"]
         self._marker = marker
         self._pid = os.getpid()
-        self._lock = threading.Lock()  # guards the buffer, step and summary
+        self._lock = threading.Lock()  # guards the buffer, step, pending row and summary
+        # True while log()'s hot path may run: open, no error, no pending (commit=False) row.
+        self._fast = True
         self._flush_lock = threading.Lock()  # one flush at a time (thread, finish, signal)
         self._rows: list[Row] = []  # logged since the last flush; log() appends, flush takes
         self._backlog: list[list[Row]] = []  # taken but not yet written (a failed write keeps them)
@@ -161,7 +162,8 @@ class Run:
         self._runtime_base = float(m.get("runtime") or 0.0)
         self._t0 = time.time()
         self._error: LocalrunError | None = None
-        self._finished = False
+        self._finished = False  # no more logging: finish() began
+        self._ended = False  # the end state is committed
         self._preempted = False
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -214,29 +216,33 @@ class Run:
         False with it, so several calls can fill one step. A step lower than the current one is
         dropped with one warning (the count is kept in the manifest).
         """
-        if self._error is not None:
-            raise self._error
-        if self._finished:
-            raise UsageError(f"run {self.path} is finished; call localrun.init() for a new one")
         if (
-            type(data) is dict
+            self._fast
+            and type(data) is dict
             and step is None
             and commit is None
-            and not self._row
             and data.keys() <= self._number_keys
             and (
                 _FLOATS.issuperset(map(type, data.values()))
                 or (_NUMBERS.issuperset(map(type, data.values())) and _ints_fit(data))
             )
         ):
-            # The hot path: known number keys, plain floats/ints. C-level work only, no lock:
-            # one append is atomic, and the flush thread only ever takes a prefix of the list.
-            rows = self._rows
-            rows.append((self._step, time.time(), data.copy()))
-            self._step += 1
-            if len(rows) == self._flush_rows:
-                self._wake.set()  # once: the flush thread takes it from here
+            # The hot path: known number keys, plain floats/ints, no pending row, run open.
+            # The step is read, used and moved under the lock, so threads logging at once get
+            # every step exactly once and in list order; the flush takes a prefix under it too.
+            # ``with`` (not acquire/try): a signal handler that raises between acquire and
+            # try would leave the lock held; ``with`` on a C lock has no such window.
+            with self._lock:
+                rows = self._rows
+                rows.append((self._step, _now(), data.copy()))
+                self._step += 1
+                if len(rows) == self._flush_rows:
+                    self._wake.set()  # once: the flush thread takes it from here
             return
+        if self._error is not None:
+            raise self._error
+        if self._finished:
+            raise UsageError(f"run {self.path} is finished; call localrun.init() for a new one")
         if not isinstance(data, Mapping):
             raise UsageError(f"log() takes a dict of key -> value, got {type(data).__name__}")
         if step is None and commit is not False and not self._row:
@@ -294,8 +300,8 @@ class Run:
             self._wake.set()
 
     def _take_rows(self) -> list[Row]:
-        """Take the rows logged so far, without a lock: ``log()`` only appends to the list, so
-        copying a prefix and deleting that prefix (each atomic) never loses a row."""
+        """Take the rows logged so far (the caller holds ``_lock``, as every ``log()`` does while
+        it appends, so no row is between its step and the list)."""
         rows = self._rows
         n = len(rows)
         batch = rows[:n]
@@ -321,6 +327,8 @@ class Run:
                             stacklevel=3,
                         )
                     return
+                if step >= _INT64:
+                    raise UsageError(f"step={step} does not fit the int64 _step column")
                 if step > self._step:
                     if self._row:
                         self._commit_row(self._row)
@@ -332,6 +340,7 @@ class Run:
             if commit:
                 self._commit_row(self._row)
                 self._row = {}
+            self._fast = not self._row and self._error is None and not self._finished
 
     # -- flushing -------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -373,7 +382,18 @@ class Run:
             raise self._error
         self._flush()
 
-    def _flush(self, end: tuple[str, int | None] | None = None) -> None:
+    def _flush(
+        self,
+        end: tuple[str, int | None] | None = None,
+        files: list[tuple[str, dict[str, Any]]] | None = None,
+    ) -> None:
+        """Write the buffered rows as segments and commit them in one revision, together with
+        ``files`` (saved-file versions) and, at the end, the attempt's end state.
+
+        Rows and files in one commit: a checkpoint saved after step N is never visible without
+        the rows up to N, so a restored checkpoint is never newer than ``run.step``.
+        """
+        self._check_process()
         with self._flush_lock:
             with self._lock:
                 if self._rows:
@@ -422,6 +442,12 @@ class Run:
                 m["runtime"] = runtime
                 m["dropped_steps"] = dropped
                 _beat(m)
+                if files:
+                    stored = m.setdefault("files", {})
+                    for name, entry in files:
+                        versions = stored.setdefault(name, [])
+                        if entry not in versions:
+                            versions.append(entry)
                 if end is not None:
                     release(m, self._token, end[0], end[1], self.attempt)
 
@@ -432,6 +458,8 @@ class Run:
                 raise
             del self._pending[: len(pending)]
             self._mine.extend(pending)
+            for name, entry in files or ():
+                point_latest(self.dir, name, entry)
             if end is None:
                 self._compact(meta)
 
@@ -444,9 +472,10 @@ class Run:
         log_FANOUT(rows) times. Never across a rewind: ``_mine`` restarts at each one. The old
         files are removed only after the manifest lists the merged one instead.
         """
-        while len(self._mine) >= COMPACT_FANOUT:
+        fanout = self._settings.compact_fanout
+        while len(self._mine) >= fanout:
             level = int(self._mine[-1].get("level", 0))
-            group = self._mine[-COMPACT_FANOUT:]
+            group = self._mine[-fanout:]
             if any(int(e.get("level", 0)) != level for e in group):
                 return
             merged = segments.merge(self.dir, group, self.attempt, self._seq, level + 1, meta)
@@ -457,7 +486,7 @@ class Run:
                 m["segments"] = [s for s in m["segments"] if s["file"] not in old] + [merged]
 
             self._update(swap)
-            self._mine[-COMPACT_FANOUT:] = [merged]
+            self._mine[-fanout:] = [merged]
             for rel in old:
                 (self.dir / rel).unlink(missing_ok=True)
 
@@ -468,6 +497,8 @@ class Run:
         commits nothing and this writer is superseded for good.
         """
 
+        self._check_process()
+
         def fenced(m: mf.Manifest) -> None:
             owner = m.get("owner")
             if not isinstance(owner, dict) or owner.get("token") != self._token:
@@ -475,7 +506,17 @@ class Run:
                 raise self._superseded(f"another process took the run over as attempt {newest}")
             change(m)
 
-        mf.update(self.dir, fenced)
+        mf.update(self.dir, fenced, opts=self._settings.store)
+
+    def _check_process(self) -> None:
+        """A forked child (a DataLoader worker) never writes its parent's run: the parent owns
+        the lease, and a child's segment of the same name would fence the parent out."""
+        if os.getpid() != self._pid:
+            raise UsageError(
+                f"run {self.path} belongs to process {self._pid}; this forked process "
+                f"({os.getpid()}) cannot write it. Log from the parent, or start a run of its "
+                "own in the child with localrun.init(..., id=<another id>)"
+            )
 
     def _superseded(self, why: str) -> RunSupersededError:
         err = RunSupersededError(
@@ -483,6 +524,7 @@ class Run:
             "nothing more is committed from this process. Stop it: the newer attempt owns the run"
         )
         self._error = err
+        self._fast = False
         self._stop.set()
         return err
 
@@ -521,14 +563,7 @@ class Run:
         return self._files.save(glob_str, base_path, policy)
 
     def _commit_files(self, entries: list[tuple[str, dict[str, Any]]]) -> None:
-        def apply(m: mf.Manifest) -> None:
-            files = m.setdefault("files", {})
-            for name, entry in entries:
-                files.setdefault(name, []).append(entry)
-
-        self._update(apply)
-        for name, entry in entries:
-            point_latest(self.dir, name, entry)
+        self._flush(files=entries)
 
     # -- rewind ---------------------------------------------------------------------------
     def rewind(self, step: int) -> None:
@@ -564,28 +599,40 @@ class Run:
         self._end(state, exit_code)
 
     def _end(self, state: str, exit_code: int | None) -> None:
+        """Stop the threads, then commit everything with the end state. Retryable: if the final
+        commit fails (a full disk), the rows stay buffered and the next call (or the exit hook)
+        tries again; once it succeeded, later calls do nothing."""
         global _current
-        if self._finished or os.getpid() != self._pid:
+        if self._ended or os.getpid() != self._pid:
             return
-        self._finished = True
-        self._stop.set()
-        self._wake.set()
-        for thread in (self._thread, self._heartbeat):
-            if threading.current_thread() is not thread:
-                thread.join(timeout=30)
+        if not self._finished:
+            self._finished = True
+            self._fast = False
+            self._stop.set()
+            self._wake.set()
+            for thread in (self._thread, self._heartbeat):
+                if threading.current_thread() is not thread:
+                    thread.join(timeout=30)
+            if self._error is None:
+                try:
+                    self._files.close()
+                except LocalrunError as exc:
+                    log.warning(
+                        "localrun: saving files at the end of %s failed: %s", self.path, exc
+                    )
+            with self._lock:
+                if self._row:  # a step logged with step= and never committed: it ends here
+                    self._commit_row(self._row)
+                    self._row = {}
+        if self._error is not None:
+            if _current is self:
+                _current = None
+            raise self._error
+        with _signals_deferred():
+            self._flush(end=(state, exit_code))
+        self._ended = True
         if _current is self:
             _current = None
-        if self._error is not None:
-            raise self._error
-        try:
-            self._files.close()
-        except LocalrunError as exc:
-            log.warning("localrun: saving files at the end of %s failed: %s", self.path, exc)
-        with self._lock:
-            if self._row:  # a step logged with step= and never committed: it ends here
-                self._commit_row(self._row)
-                self._row = {}
-        self._flush(end=(state, exit_code))
         if state == "finished" and self._marker is not None:
             remove_marker(self._marker)
 
@@ -595,7 +642,7 @@ class Run:
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._finished:
+        if self._ended:
             return
         if ev is None:
             self.finish(0)
@@ -635,7 +682,7 @@ def init(
     its last attempt did not finish cleanly). Arguments beat ``LOCALRUN_*`` variables.
     """
     global _current
-    if _current is not None and not _current._finished and _current._pid == os.getpid():
+    if _current is not None and not _current._ended and _current._pid == os.getpid():
         _current.finish()
     s = _settings.resolve(
         dir=dir, project=project, id=id, resume=resume, force=force, flush_interval=flush_interval
@@ -645,12 +692,28 @@ def init(
     mf.ensure_root(s.root)
     marker: Path | None = None
     mode, run_id = s.resume, s.run_id
+    fresh_hint = (
+        "To start a fresh run instead, pass resume='never' with a new id (or unset "
+        "LOCALRUN_RESUME and LOCALRUN_RUN_ID)"
+    )
     if mode == "auto":
-        key = job_key()
+        key = job_key(s.resume_key)
         marker = marker_path(s.root, s.project, key)
+        fresh_hint = (
+            f"This job's auto-resume marker {key!r} names this run. To start a fresh run "
+            f"instead, clear it (`localrun markers clear {key} --project {s.project}`) or run "
+            "with LOCALRUN_RESUME=never"
+        )
         if run_id is None:
             run_id = _auto_target(s, marker)
         mode = "allow"
+    elif mode == "allow" and run_id is None:
+        warnings.warn(
+            "localrun: resume='allow' without an id can never resume: a new id is made for "
+            "every run. Pass id=... (or set LOCALRUN_RUN_ID), or use resume=True to resume "
+            "this job's run automatically",
+            stacklevel=2,
+        )
     if mode == "must" and run_id is None:
         raise UsageError(
             "resume='must' needs the id of the run to resume: pass id=... (or resume='<id>'), "
@@ -665,7 +728,9 @@ def init(
         "group": group,
         "job_type": job_type,
     }
-    claim = _claim(s, mode, run_id, run_dir, fields, config, rewind_to, allow_val_change)
+    claim = _claim(
+        s, mode, run_id, run_dir, fields, config, rewind_to, allow_val_change, fresh_hint
+    )
     if marker is not None:
         write_marker(marker, run_id, marker.stem)
     run = Run(s, run_dir, claim, marker)
@@ -704,13 +769,15 @@ def _claim(
     config: Mapping[str, Any] | None,
     rewind_to: int | None,
     allow_val_change: bool,
+    fresh_hint: str,
 ) -> Claim:
     exists = run_dir.exists()
     where = f"{s.project}/{run_id} under {s.root}"
     if exists and not mf.exists(run_dir) and not wait_for_manifest(run_dir):
         raise CorruptRunError(
-            f"run {where} has a folder but no manifest.json; run `localrun verify --repair` "
-            "to rebuild it from its segments"
+            f"run {where} has a folder but no state (no log/ and no manifest.json). If it holds "
+            "segments, `localrun verify --repair` rebuilds it from them; if it is an empty "
+            "folder that no process is creating, remove it"
         )
     if mode == "never":
         if exists:
@@ -729,7 +796,7 @@ def _claim(
         initial = dict(fields)
         initial["config"] = merge({}, config or {}, True)
         try:
-            return create(run_dir, s.project, run_id, s.lease_ttl, initial)
+            return create(run_dir, s.project, run_id, s.lease_ttl, initial, s.store)
         except RunExistsError:
             if mode == "never":
                 raise RunExistsError(f"run {where} was just created by another process") from None
@@ -739,7 +806,8 @@ def _claim(
         s.lease_ttl,
         force=s.force,
         rewind_to=rewind_to,
-        prepare=_resume_fields(fields, config, allow_val_change),
+        prepare=_resume_fields(fields, config, allow_val_change, fresh_hint),
+        opts=s.store,
     )
 
 
@@ -754,16 +822,25 @@ def _list_runs(project_dir: Path) -> str:
 
 
 def _resume_fields(
-    fields: dict[str, Any], config: Mapping[str, Any] | None, allow_val_change: bool
+    fields: dict[str, Any],
+    config: Mapping[str, Any] | None,
+    allow_val_change: bool,
+    fresh_hint: str,
 ) -> Callable[[mf.Manifest], None]:
     """What a resume changes: given notes/name/tags overwrite the stored ones; config merges.
 
-    Runs inside the takeover's critical section, so a refused config change takes nothing over.
+    Runs inside the takeover's commit, so a refused config change takes nothing over. Its
+    error names the way out (a resumed job whose config changed is usually meant to be new).
     """
 
     def apply(m: mf.Manifest) -> None:
         if config:
-            m["config"] = merge(m.get("config") or {}, config, allow_val_change)
+            try:
+                m["config"] = merge(m.get("config") or {}, config, allow_val_change)
+            except UsageError as exc:
+                raise UsageError(
+                    f"resuming run {m['project']}/{m['id']}: {exc}. {fresh_hint}"
+                ) from None
         for k, v in fields.items():
             if v is not None:
                 m[k] = v
@@ -794,6 +871,46 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+_deferring = False
+_deferred: list[int] = []
+
+
+def _defer(signum: int, frame: FrameType | None) -> None:
+    """During the final flush: note the signal and carry on (the process is ending anyway)."""
+    _deferred.append(signum)
+    if signum == signal.SIGTERM:
+        for run in list(_all_runs):
+            run._preempted = True
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Let a second SIGTERM or Ctrl-C (scancel, systemctl stop) not cut the final flush short.
+
+    Only the main thread can swap handlers; elsewhere the flush runs as it is. A deferred
+    SIGINT is raised as KeyboardInterrupt once the flush is done, unless Python is exiting.
+    """
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _deferring = True
+    saved = {sig: signal.signal(sig, _defer) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        _deferring = False
+        got = list(_deferred)
+        _deferred.clear()
+        if signal.SIGINT in got and not _exiting:
+            raise KeyboardInterrupt
+
+
+_exiting = False
+
+
 def _excepthook(et: type[BaseException], ev: BaseException, tb: TracebackType | None) -> None:
     global _uncaught
     _uncaught = ev
@@ -804,8 +921,10 @@ _previous_excepthook = sys.excepthook
 
 
 def _at_exit() -> None:
+    global _exiting
+    _exiting = True
     run = _current
-    if run is None or run._finished or run._pid != os.getpid():
+    if run is None or run._ended or run._pid != os.getpid():
         return
     try:
         if run._preempted:

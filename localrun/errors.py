@@ -46,9 +46,15 @@ class RunExistsError(LocalrunError, FileExistsError):
 
 
 class RunInUseError(LocalrunError):
-    """Another live process owns the run (its lease heartbeat moves)."""
+    """Another live process owns the run (its lease heartbeat moves).
+
+    ``host``, ``pid`` and ``attempt`` name the owner (None where the lease does not say).
+    """
 
     exit_code = 5
+    host: str | None = None
+    pid: int | None = None
+    attempt: int | None = None
 
 
 class RunSupersededError(LocalrunError):
@@ -64,6 +70,24 @@ class CorruptRunError(LocalrunError):
     """A run's files cannot be read as written; ``localrun verify --repair`` can rebuild them."""
 
     exit_code = 7
+
+
+class FormatVersionError(LocalrunError):
+    """A run or root was written by a newer localrun format than this one reads.
+
+    Never "repaired": rewriting it in an older format would drop what the newer one recorded.
+    Upgrade localrun on this machine (the message names both versions).
+    """
+
+    exit_code = 10
+
+    def __init__(self, message: str, found: int, supported: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.supported = supported
+
+    def __reduce__(self) -> tuple[type[FormatVersionError], tuple[str, int, int]]:
+        return type(self), (str(self), self.found, self.supported)
 
 
 class StorageError(LocalrunError, OSError):

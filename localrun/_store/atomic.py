@@ -10,16 +10,15 @@ import errno
 import json
 import os
 import secrets
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import CorruptRunError, StorageError
+from .identity import HOST
 from .layout import TMP_TAG
 
-HOST = socket.gethostname()
 # Errors a reader on NFS sees while a writer replaces a file: retry them, they pass.
 _TRANSIENT = {errno.ESTALE, errno.ENOENT}
 

@@ -15,8 +15,9 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import InvalidIdError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ROOT_MARKER = "localrun.json"
+LOG = "log"
 MANIFEST = "manifest.json"
 MANIFEST_LOCK = "manifest.lock"
 HISTORY = "history"
@@ -26,6 +27,7 @@ RESUME_DIR = ".resume"
 MAX_ID = 64
 _NON_WORD = re.compile(r"[^A-Za-z0-9_-]")
 _SEGMENT = re.compile(r"^(\d{4,})-(\d{6,})\.parquet$")
+_REVISION = re.compile(r"^(\d{12,})\.json$")
 TMP_TAG = ".tmp-"
 
 
@@ -70,11 +72,11 @@ def check_file_name(name: str | os.PathLike[str]) -> str:
 
 
 def resolve_root(dir: str | os.PathLike[str] | None = None) -> Path:
-    """``dir`` argument, else ``LOCALRUN_DIR``, else ``./localruns``, made absolute once.
+    """``dir`` (the settings pass ``LOCALRUN_DIR`` in), else ``./localruns``, made absolute once.
 
     Absolute so that a later ``chdir`` in the training script cannot move the run.
     """
-    chosen = dir if dir is not None else os.environ.get("LOCALRUN_DIR") or "localruns"
+    chosen = dir if dir is not None and os.fspath(dir) != "" else "localruns"
     return Path(chosen).expanduser().absolute()
 
 
@@ -84,6 +86,16 @@ def project_dir(root: Path, project: str) -> Path:
 
 def run_dir(root: Path, project: str, run_id: str) -> Path:
     return project_dir(root, project) / sanitize_id(run_id)
+
+
+def revision_name(rev: int) -> str:
+    return f"{rev:012d}.json"
+
+
+def parse_revision_name(name: str) -> int | None:
+    """The number of a revision file name (``000000000042.json``), or None for anything else."""
+    m = _REVISION.match(name)
+    return int(m.group(1)) if m else None
 
 
 def segment_name(attempt: int, seq: int) -> str:

@@ -1,25 +1,28 @@
-"""manifest.json: a run's whole state, replaced atomically; the commit point of every flush.
+"""A run's state: made, loaded and changed through the revision log (``revisions.py``).
 
-The manifest is plain JSON (docs/format.md) so that anything can read it without localrun.
-Every change is a read-modify-write under the manifest mutex: :func:`update`.
+The state is plain JSON (docs/format.md) so that anything can read it without localrun. Every
+change is :func:`update`: read the newest revision, apply a change, commit the next revision
+(a compare-and-swap), under the mutex as a courtesy.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import CorruptRunError, RunNotFoundError
-from . import atomic
+from ..errors import CorruptRunError, LockTimeout, RunExistsError
+from . import atomic, revisions
 from .layout import FORMAT_VERSION, MANIFEST, MANIFEST_LOCK, ROOT_MARKER
 from .locks import manifest_mutex
+from .options import DEFAULT, StoreOptions
 
 T = TypeVar("T")
 Manifest = dict[str, Any]
-STATES = ("running", "finished", "failed", "crashed", "preempted")
+_MAX_TRIES = 1000
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -27,6 +30,8 @@ def new(project: str, run_id: str, **fields: Any) -> Manifest:
     now = time.time()
     m: Manifest = {
         "format": FORMAT_VERSION,
+        "rev": 0,
+        "uid": secrets.token_hex(16),
         "project": project,
         "id": run_id,
         "name": run_id,
@@ -58,68 +63,88 @@ def path(run_dir: Path) -> Path:
 
 
 def exists(run_dir: Path) -> bool:
-    return path(run_dir).is_file()
+    return revisions.exists(run_dir)
 
 
 def load(run_dir: Path) -> Manifest:
-    """Read a run's manifest; :class:`RunNotFoundError` if there is none."""
+    """The newest readable revision of a run; :class:`RunNotFoundError` if there is none."""
+    return revisions.newest(run_dir).manifest
+
+
+def snapshot(run_dir: Path) -> revisions.Snapshot:
+    return revisions.newest(run_dir)
+
+
+def create(run_dir: Path, m: Manifest, opts: StoreOptions = DEFAULT) -> None:
+    """Commit the first revision of a new run (the caller made the folder exclusively)."""
     try:
-        data = atomic.read_json(path(run_dir))
-    except FileNotFoundError:
-        raise RunNotFoundError(f"no run at {run_dir} (no {MANIFEST})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("segments"), list):
-        raise CorruptRunError(
-            f"{path(run_dir)} is not a localrun manifest; run `localrun verify --repair` to "
-            "rebuild it from the run's segments"
-        )
-    if data.get("format", 1) > FORMAT_VERSION:
-        raise CorruptRunError(
-            f"{path(run_dir)} has format {data['format']}, newer than this localrun reads "
-            f"({FORMAT_VERSION}); upgrade localrun"
-        )
-    return data
-
-
-def save(run_dir: Path, m: Manifest) -> None:
-    m["updated"] = time.time()
-    atomic.write_json(path(run_dir), m)
+        revisions.publish(run_dir, 0, m)
+    except revisions.Conflict:
+        raise RunExistsError(f"run {run_dir} was created by another process") from None
 
 
 def update(
-    run_dir: Path, fn: Callable[[Manifest], T], commit: Callable[[T], bool] | None = None
+    run_dir: Path,
+    fn: Callable[[Manifest], T],
+    commit: Callable[[T], bool] | None = None,
+    opts: StoreOptions = DEFAULT,
 ) -> T:
-    """Apply ``fn`` to the manifest under the mutex and commit it; returns what ``fn`` returns.
+    """Apply ``fn`` to the newest revision and commit the result as the next one.
 
-    ``fn`` may raise to abort, and ``commit(result)`` may say False (a look that changed
-    nothing): nothing is written then.
+    The commit is a compare-and-swap: when another process committed first, ``fn`` runs again
+    on the newer state (so it must compute its change from ``m``, as every caller does, and may
+    raise to abort, as the writer's fence does). The mutex only makes committers take turns.
+    ``commit(result)`` may say False (a look that changed nothing): nothing is written then.
     """
-    with manifest_mutex(run_dir / MANIFEST_LOCK):
-        m = load(run_dir)
-        result = fn(m)
-        if commit is None or commit(result):
-            save(run_dir, m)
-        return result
+    with manifest_mutex(run_dir / MANIFEST_LOCK, opts):
+        delay = 0.001
+        for _ in range(_MAX_TRIES):
+            snap = revisions.newest(run_dir)
+            result = fn(snap.manifest)
+            if commit is not None and not commit(result):
+                return result
+            try:
+                rev = revisions.publish(run_dir, snap.head, snap.manifest)
+            except revisions.Conflict:
+                time.sleep(delay)  # another committer won: take its state and apply again
+                delay = min(delay * 2, 0.05)
+                continue
+            revisions.prune(run_dir, rev, opts.keep_revisions)
+            return result
+    raise LockTimeout(
+        f"run {run_dir}: {_MAX_TRIES} commits in a row lost to other processes; is some "
+        "process committing in a loop? Nothing of this change was written"
+    )
 
 
 def ensure_root(root: Path) -> None:
-    """Create the root and its format marker (once; later calls only check it)."""
+    """Create the root and its format marker, or bring an older marker up to this format."""
     marker = root / ROOT_MARKER
     if marker.is_file():
         try:
             info = atomic.read_json(marker)
         except CorruptRunError:
-            return
-        if isinstance(info, dict) and info.get("format", 1) > FORMAT_VERSION:
-            raise CorruptRunError(
-                f"{root} holds localrun format {info['format']}, newer than this localrun "
-                f"writes ({FORMAT_VERSION}); upgrade localrun"
-            )
-        return
+            info = None
+        if isinstance(info, dict):
+            revisions.check_format(info, marker)
+            if info.get("format", 1) == FORMAT_VERSION:
+                return
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise atomic.storage_error(exc, "create the root", root) from exc
     atomic.write_json(marker, {"format": FORMAT_VERSION, "created": time.time()})
+
+
+def check_root(root: Path) -> None:
+    """Readers: refuse a root of a newer format (never write to it)."""
+    marker = root / ROOT_MARKER
+    try:
+        info = atomic.read_json(marker)
+    except (FileNotFoundError, NotADirectoryError, CorruptRunError):
+        return
+    if isinstance(info, dict):
+        revisions.check_format(info, marker)
 
 
 def encode_value(v: Any) -> Any:

@@ -1,10 +1,10 @@
-"""``localrun verify [--repair]``: check a run's files against its manifest, and mend them.
+"""``localrun verify [--repair]``: check a run's files against its newest revision, and mend.
 
-Finds: a manifest that is missing or unreadable (rebuilt from the segments' footers, the old one
-kept aside), listed segments that are missing, orphan segments (adopted when they continue the
-run, else quarantined), stray temp files, and a dead owner still recorded as running. Nothing is
-deleted but temp files whose writer is provably gone or that are over an hour old: data files
-move to ``quarantine/``.
+:func:`check` only reads (diskcache's ``check(fix=False)`` model); :func:`repair` fixes what the
+check found through one commit (``repair.py``). Checked: the state (revisions readable, the
+``manifest.json`` hint in step with the log), listed segments (present, readable, steps strictly
+increasing inside each and across the visible history), orphan segments, saved-file versions,
+stray temp files, and a dead owner still recorded as running.
 """
 
 from __future__ import annotations
@@ -17,20 +17,23 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from ..errors import CorruptRunError, RunNotFoundError
+from ..errors import CorruptRunError, FormatVersionError, RunNotFoundError
 from . import manifest as mf
-from .layout import HISTORY, MANIFEST_LOCK, QUARANTINE, TMP_TAG, is_temp, parse_segment_name
-from .lease import HOST, pid_alive, provably_dead
-from .locks import manifest_mutex
-from .ownership import adopt_orphans, quarantine
-from .schema import kind_of_arrow
-from .segments import entry_from_footer, footer_meta
+from . import revisions
+from .atomic import read_json
+from .identity import HOST, pid_alive
+from .layout import HISTORY, LOG, MANIFEST, MANIFEST_LOCK, QUARANTINE, TMP_TAG, is_temp
+from .lease import Watch, describe, is_valid, judge, provably_dead
+from .options import DEFAULT, StoreOptions
+from .repair import adopt_orphans, mark_crashed, quarantine, rebuild
 
 STRAY_TEMP_AGE_S = 3600.0
 
 
 @dataclass
 class Report:
+    """What ``verify`` found in one run (``problems``) and, with repair, what it mended."""
+
     run: str
     problems: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
@@ -48,69 +51,192 @@ class Report:
         }
 
 
-def verify_run(run_dir: Path, repair: bool = False) -> Report:
+@dataclass
+class _Findings:
+    missing: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    dead_owner: bool = False
+    hint_stale: bool = False
+    damaged_revisions: bool = False
+
+
+def verify_run(
+    run_dir: Path, repair: bool = False, ttl_s: float = 30.0, opts: StoreOptions = DEFAULT
+) -> Report:
     rep = Report(f"{run_dir.parent.name}/{run_dir.name}")
     try:
-        m = mf.load(run_dir)
+        snap = revisions.newest(run_dir)
+    except FormatVersionError:
+        raise
     except (RunNotFoundError, CorruptRunError) as exc:
-        rep.problems.append(f"manifest: {exc}")
+        rep.problems.append(f"state: {exc}")
         if not repair:
             return rep
-        rebuild_manifest(run_dir)
-        rep.repaired.append("rebuilt manifest.json from the segments")
-        m = mf.load(run_dir)
+        if not rebuild(run_dir, opts):
+            rep.problems.append("not repaired: the folder holds no segments, so it is not a run")
+            return rep
+        rep.repaired.append(
+            "rebuilt the run's state from its segments (tags, notes and files were lost with it)"
+        )
+        snap = revisions.newest(run_dir)
+    found = _check(run_dir, snap, rep)
     _check_temps(run_dir, rep, repair)
-    missing = [s["file"] for s in m["segments"] if not (run_dir / s["file"]).is_file()]
-    for f in missing:
+    if repair and (
+        found.missing
+        or found.orphans
+        or found.dead_owner
+        or found.hint_stale
+        or found.damaged_revisions
+    ):
+        _repair(run_dir, found, rep, ttl_s, opts)
+    return rep
+
+
+def _check(run_dir: Path, snap: revisions.Snapshot, rep: Report) -> _Findings:
+    m = snap.manifest
+    found = _Findings()
+    if snap.head > snap.rev:
+        found.damaged_revisions = True
+        rep.problems.append(
+            f"revisions {snap.rev + 1}..{snap.head} in {LOG}/ are damaged; the state is "
+            f"revision {snap.rev}"
+        )
+    if snap.rev > 0:
+        try:
+            hint = revisions.parse(read_json(run_dir / MANIFEST), run_dir / MANIFEST)
+            found.hint_stale = hint.get("rev") != snap.rev
+        except (FileNotFoundError, CorruptRunError):
+            found.hint_stale = True
+        if found.hint_stale:
+            rep.problems.append(f"{MANIFEST} is not a copy of the newest revision {snap.rev}")
+    found.missing = [s["file"] for s in m["segments"] if not (run_dir / s["file"]).is_file()]
+    for f in found.missing:
         rep.problems.append(f"listed segment {f} is missing: its rows are lost")
+    _check_steps(run_dir, m, set(found.missing), rep)
     listed = {s["file"] for s in m["segments"]}
     hist = run_dir / HISTORY
-    orphans = sorted(
+    found.orphans = sorted(
         f"{HISTORY}/{p.name}"
         for p in (hist.iterdir() if hist.is_dir() else [])
         if not is_temp(p.name) and f"{HISTORY}/{p.name}" not in listed
     )
-    for f in orphans:
+    for f in found.orphans:
         rep.problems.append(f"orphan segment {f} (written, never committed)")
+    for name, versions in (m.get("files") or {}).items():
+        for v in versions:
+            path = run_dir / str(v.get("path"))
+            try:
+                size = path.stat().st_size
+            except OSError:
+                rep.problems.append(f"saved file {name!r} version {v.get('version')} is missing")
+                continue
+            if size != v.get("size"):
+                rep.problems.append(
+                    f"saved file {name!r} version {v.get('version')} has {size} bytes, "
+                    f"the run says {v.get('size')}"
+                )
     owner = m.get("owner")
-    dead_owner = isinstance(owner, dict) and provably_dead(owner)
-    stale_owner = isinstance(owner, dict) and (
-        time.time() - float(owner.get("hb_time", 0)) > 2 * float(owner.get("ttl_s", 30))
-    )
-    if dead_owner and isinstance(owner, dict):
+    found.dead_owner = isinstance(owner, dict) and is_valid(owner) and provably_dead(owner)
+    if found.dead_owner and isinstance(owner, dict):
         rep.problems.append(
             f"owner pid {owner['pid']} on {owner['host']} is gone; run still says running"
         )
-    if not repair or not (missing or orphans or dead_owner):
-        return rep
-    if isinstance(owner, dict) and not (dead_owner or stale_owner):
-        rep.problems.append(
-            "not repaired: a live writer owns the run (its orphans may be in flight)"
-        )
-        return rep
+    return found
+
+
+def _check_steps(run_dir: Path, m: mf.Manifest, missing: set[str], rep: Report) -> None:
+    """Steps strictly increasing inside every segment, and across what readers see."""
+    last: int | None = None
+    for seg in sorted(m["segments"], key=lambda s: (s["attempt"], s["seq"])):
+        if seg["file"] in missing:
+            continue
+        try:
+            steps = pq.read_table(run_dir / seg["file"], columns=["_step"]).column("_step")
+            values = steps.to_pylist()
+        except Exception as exc:  # whatever pyarrow raises on a damaged file
+            rep.problems.append(
+                f"segment {seg['file']} cannot be read ({exc}); `localrun verify --repair` "
+                "cannot restore its rows"
+            )
+            continue
+        bad = next((i for i in range(1, len(values)) if values[i] <= values[i - 1]), None)
+        if bad is not None:
+            kind = "duplicate" if values[bad] == values[bad - 1] else "non-increasing"
+            rep.problems.append(
+                f"segment {seg['file']} has a {kind} step {values[bad]} after {values[bad - 1]}"
+            )
+        if len(values) != seg.get("rows"):
+            rep.problems.append(
+                f"segment {seg['file']} holds {len(values)} rows, the run lists {seg.get('rows')}"
+            )
+        bound = mf.visible_bound(m, seg["attempt"], seg["seq"])
+        visible = [v for v in values if bound is None or v <= bound]
+        if visible and last is not None and visible[0] <= last:
+            rep.problems.append(
+                f"segment {seg['file']} starts at step {visible[0]}, not after step {last} "
+                "of the segment before it"
+            )
+        if visible:
+            last = visible[-1]
+
+
+def _repair(run_dir: Path, found: _Findings, rep: Report, ttl_s: float, opts: StoreOptions) -> None:
+    owner_gone = _owner_gone(run_dir, ttl_s, rep)
+    if owner_gone is None:
+        return
+
+    notes: list[str] = []
 
     def fix(m: mf.Manifest) -> None:
+        notes.clear()  # a commit that lost the race runs again on the newer state
+        missing = [s["file"] for s in m["segments"] if not (run_dir / s["file"]).is_file()]
         if missing:
             m["segments"] = [s for s in m["segments"] if s["file"] not in missing]
             m.setdefault("lost_segments", []).extend(missing)
-            rep.repaired.append(f"dropped {len(missing)} missing segment(s) from the manifest")
-        for rel in adopt_orphans(run_dir, m):
-            rep.repaired.append(f"adopted {rel}")
-        now_listed = {s["file"] for s in m["segments"]}
-        for rel in orphans:
-            if rel not in now_listed and (run_dir / rel).exists():
-                quarantine(run_dir, rel, "an orphan that does not continue the run")
-                rep.repaired.append(f"quarantined {rel}")
-        if dead_owner or stale_owner:
-            for a in m["attempts"]:
-                if a.get("state") == "running":
-                    a["state"] = "crashed"
-            m["state"] = "crashed"
-            m["owner"] = None
-            rep.repaired.append("recorded the dead owner's attempt as crashed")
+            notes.append(f"dropped {len(missing)} missing segment(s) from the run")
+        if owner_gone:
+            for rel in adopt_orphans(run_dir, m):
+                notes.append(f"adopted {rel}")
+            listed = {s["file"] for s in m["segments"]}
+            for rel in found.orphans:
+                if rel not in listed and (run_dir / rel).exists():
+                    quarantine(run_dir, rel, "an orphan that does not continue the run")
+                    notes.append(f"quarantined {rel}")
+            if isinstance(m.get("owner"), dict) or any(
+                a.get("state") == "running" for a in m["attempts"]
+            ):
+                mark_crashed(m)
+                if m.get("state") == "running":
+                    m["state"] = "crashed"
+                m["owner"] = None
+                notes.append("recorded the dead owner's attempt as crashed")
+        if found.hint_stale or found.damaged_revisions:
+            notes.append(
+                "committed a new revision (and a fresh manifest.json) on the newest readable one"
+            )
 
-    mf.update(run_dir, fix)
-    return rep
+    mf.update(run_dir, fix, opts=opts)
+    rep.repaired.extend(notes)
+
+
+def _owner_gone(run_dir: Path, ttl_s: float, rep: Report) -> bool | None:
+    """True: no live owner (repair everything). False: a live owner (repair only what cannot
+    race with it). None: stop. Judged by the one lease judge, watching up to a TTL."""
+    watch = Watch()
+    while True:
+        m = mf.load(run_dir)
+        owner = m.get("owner")
+        v = judge(owner, watch, default_ttl=ttl_s)
+        if v.action == "take":
+            return True
+        if v.action == "live":
+            assert isinstance(owner, dict)
+            rep.problems.append(
+                "orphans and the lease not repaired: a live writer owns the run "
+                f"({describe(owner)}; {v.reason}); its orphans may be in flight"
+            )
+            return False
+        time.sleep(v.wait_s)
 
 
 def _check_temps(run_dir: Path, rep: Report, repair: bool) -> None:
@@ -130,7 +256,11 @@ def _check_temps(run_dir: Path, rep: Report, repair: bool) -> None:
 
 
 def _temp_is_dead(name: str, path: Path, now: float) -> bool:
-    """A temp file's writer is gone: same host and pid dead, or the file is over an hour old."""
+    """A temp file's writer is gone: same host and pid dead, or the file is over an hour old.
+
+    The age is this host's clock against the file's mtime set by the server or the writer;
+    a temp file is never part of the run's state, so a wrong guess removes nothing committed.
+    """
     tail = name.rsplit(TMP_TAG, 1)[1]
     host, _, rest = tail.rpartition("-")[0].rpartition("-")
     try:
@@ -143,71 +273,3 @@ def _temp_is_dead(name: str, path: Path, now: float) -> bool:
         return now - path.stat().st_mtime > STRAY_TEMP_AGE_S
     except FileNotFoundError:
         return False
-
-
-def rebuild_manifest(run_dir: Path) -> None:
-    """Write a new manifest from the segment footers (O(segments): a repair, not a resume).
-
-    Config and identity come from the newest segment's footer metadata; the summary from its
-    last row. The unreadable manifest is kept as ``manifest.json.corrupt-<time>``.
-    """
-    with manifest_mutex(run_dir / MANIFEST_LOCK):
-        old = mf.path(run_dir)
-        if old.exists():
-            os.replace(old, old.with_name(f"{old.name}.corrupt-{int(time.time())}"))
-        hist = run_dir / HISTORY
-        names = sorted(
-            (
-                p.name
-                for p in (hist.iterdir() if hist.is_dir() else [])
-                if parse_segment_name(p.name)
-            ),
-            key=lambda n: parse_segment_name(n) or (0, 0),
-        )
-        entries: list[dict[str, Any]] = []
-        schema: dict[str, str] = {}
-        for name in names:
-            rel = f"{HISTORY}/{name}"
-            try:
-                entry = entry_from_footer(run_dir, rel)
-                arrow = pq.read_schema(run_dir / rel)
-            except Exception as exc:  # an unreadable segment is set aside, whatever the cause
-                quarantine(run_dir, rel, f"unreadable while rebuilding the manifest: {exc}")
-                continue
-            if entries and entry["min_step"] <= entries[-1]["max_step"]:
-                quarantine(run_dir, rel, "its steps overlap an earlier segment")
-                continue
-            entries.append(entry)
-            for f in arrow:
-                kind = kind_of_arrow(f.type)
-                if not f.name.startswith("_") and kind:
-                    schema.setdefault(f.name, kind)
-        meta = footer_meta(run_dir / entries[-1]["file"]) if entries else {}
-        m = mf.new(meta.get("project") or run_dir.parent.name, meta.get("id") or run_dir.name)
-        m["config"] = meta.get("config") or {}
-        m["segments"] = entries
-        m["schema"] = schema
-        m["state"] = "crashed"
-        m["last_step"] = entries[-1]["max_step"] if entries else -1
-        m["repaired"] = time.time()
-        for attempt in sorted({e["attempt"] for e in entries}):
-            mine = [e for e in entries if e["attempt"] == attempt]
-            m["attempts"].append(
-                {
-                    "attempt": attempt,
-                    "host": None,
-                    "pid": None,
-                    "started": None,
-                    "ended": None,
-                    "start_step": mine[0]["min_step"],
-                    "state": "crashed",
-                    "exit_code": None,
-                }
-            )
-        if entries:
-            last = pq.read_table(run_dir / entries[-1]["file"])
-            for name in last.column_names:
-                col = last.column(name).drop_null()
-                if not name.startswith("_") and len(col):
-                    m["summary"][name] = mf.encode_value(col[-1].as_py())
-        mf.save(run_dir, m)

@@ -1,0 +1,163 @@
+"""Mending a run (``localrun verify --repair``, and what every resume does on the way in).
+
+Repair starts from the newest revision that reads cleanly and commits its fixes as the next
+revision, so it never loses tags, notes, config, attempts, rewinds or saved-file records: they
+are all in that revision. Only a run with no readable revision at all is rebuilt from its
+segments' footers, and a folder with neither is left alone (a stray folder is never made into a
+run). A live owner is never disturbed: liveness is :func:`lease.judge`'s call, on this process's
+monotonic clock, whatever the wall clocks of the two hosts say.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from . import manifest as mf
+from . import revisions
+from .layout import HISTORY, QUARANTINE, parse_segment_name, segment_name
+from .options import DEFAULT, StoreOptions
+from .schema import NUMBER, kind_of_arrow
+from .segments import entry_from_footer, footer_meta
+
+log = logging.getLogger(__name__)
+
+
+def mark_crashed(m: mf.Manifest) -> None:
+    """Attempts still recorded as running belong to a process that is gone: say so."""
+    for a in m["attempts"]:
+        if a.get("state") == "running":
+            a["state"] = "crashed"
+            a["ended"] = a.get("ended") or m.get("updated")
+
+
+def adopt_orphans(run_dir: Path, m: mf.Manifest) -> list[str]:
+    """Adopt the segments a crashed writer published but never committed (DESIGN §3.2).
+
+    O(orphans), not O(history): a writer numbers its segments consecutively, so the orphans of
+    an attempt are exactly the names after its last listed one. Only the newest attempt's
+    orphans that continue the step sequence are adopted; anything else (a superseded writer's
+    late flush, an unreadable file) is moved to ``quarantine/``, never deleted.
+    """
+    listed = {s["file"] for s in m["segments"]}
+    newest = max((a["attempt"] for a in m["attempts"]), default=0)
+    adopted: list[str] = []
+    for attempt in sorted({a["attempt"] for a in m["attempts"]}):
+        seqs = [s["seq"] for s in m["segments"] if s["attempt"] == attempt]
+        seq = max(seqs, default=-1) + 1
+        while True:
+            rel = f"{HISTORY}/{segment_name(attempt, seq)}"
+            if not (run_dir / rel).exists():
+                break
+            seq += 1
+            if rel in listed:
+                continue
+            try:
+                entry = entry_from_footer(run_dir, rel)
+            except Exception as exc:  # any unreadable file is quarantined, whatever pyarrow says
+                quarantine(run_dir, rel, f"unreadable: {exc}")
+                continue
+            if attempt != newest or entry["min_step"] <= m["last_step"]:
+                quarantine(run_dir, rel, "it does not continue the run's committed steps")
+                continue
+            _adopt(run_dir, m, entry)
+            adopted.append(rel)
+    return adopted
+
+
+def _adopt(run_dir: Path, m: mf.Manifest, entry: dict[str, Any]) -> None:
+    table = pq.read_table(run_dir / entry["file"])
+    _learn_columns(m, table)
+    m["segments"].append(entry)
+    m["last_step"] = entry["max_step"]
+    log.warning(
+        "adopted orphan segment %s of run %s (%d rows up to step %d)",
+        entry["file"],
+        run_dir,
+        entry["rows"],
+        entry["max_step"],
+    )
+
+
+def _learn_columns(m: mf.Manifest, table: Any) -> None:
+    """Kinds and last values of a segment's columns into the state's schema and summary."""
+    for field in table.schema:
+        if field.name.startswith("_"):
+            continue
+        m["schema"].setdefault(field.name, kind_of_arrow(field.type) or NUMBER)
+        col = table.column(field.name).drop_null()
+        if len(col) and field.name not in m.get("summary_explicit", []):
+            m["summary"][field.name] = mf.encode_value(col[-1].as_py())
+
+
+def quarantine(run_dir: Path, rel: str, why: str) -> None:
+    dest = run_dir / QUARANTINE / rel.replace("/", "__")
+    dest.parent.mkdir(exist_ok=True)
+    os.replace(run_dir / rel, dest)
+    log.warning("moved %s of run %s to %s: %s", rel, run_dir, dest, why)
+
+
+def rebuild(run_dir: Path, opts: StoreOptions = DEFAULT) -> bool:
+    """Make a first revision from the segment footers, when no revision can be read at all.
+
+    The last resort (a run of format 1 whose only manifest is damaged, or a log whose every
+    revision is): identity and config come from the newest segment's footer, the summary from its
+    last row. Returns False, changing nothing, when there is no segment: a folder without state
+    or history is not a run. A damaged manifest.json is kept as ``manifest.json.corrupt-<time>``.
+    """
+    hist = run_dir / HISTORY
+    names = sorted(
+        (p.name for p in (hist.iterdir() if hist.is_dir() else []) if parse_segment_name(p.name)),
+        key=lambda n: parse_segment_name(n) or (0, 0),
+    )
+    if not names:
+        return False
+    entries: list[dict[str, Any]] = []
+    m = mf.new(run_dir.parent.name, run_dir.name)
+    for name in names:
+        rel = f"{HISTORY}/{name}"
+        try:
+            entry = entry_from_footer(run_dir, rel)
+            table = pq.read_table(run_dir / rel)
+        except Exception as exc:  # an unreadable segment is set aside, whatever the cause
+            quarantine(run_dir, rel, f"unreadable while rebuilding the run: {exc}")
+            continue
+        if entries and entry["min_step"] <= entries[-1]["max_step"]:
+            quarantine(run_dir, rel, "its steps overlap an earlier segment")
+            continue
+        entries.append(entry)
+        _learn_columns(m, table)
+    meta = footer_meta(run_dir / entries[-1]["file"]) if entries else {}
+    m["project"] = meta.get("project") or m["project"]
+    m["id"] = meta.get("id") or m["id"]
+    m["name"] = m["id"]
+    m["config"] = meta.get("config") or {}
+    m["segments"] = entries
+    m["state"] = "crashed"
+    m["last_step"] = entries[-1]["max_step"] if entries else -1
+    m["repaired"] = time.time()
+    for attempt in sorted({e["attempt"] for e in entries}):
+        mine = [e for e in entries if e["attempt"] == attempt]
+        m["attempts"].append(
+            {
+                "attempt": attempt,
+                "host": None,
+                "pid": None,
+                "started": None,
+                "ended": None,
+                "start_step": mine[0]["min_step"],
+                "state": "crashed",
+                "exit_code": None,
+            }
+        )
+    old = mf.path(run_dir)
+    if old.exists():
+        os.replace(old, old.with_name(f"{old.name}.corrupt-{int(time.time())}"))
+    head = max(revisions.list_revisions(run_dir), default=0)
+    revisions.publish(run_dir, head, m)
+    return True

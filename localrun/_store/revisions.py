@@ -1,0 +1,210 @@
+"""The revision log (DESIGN §5): every change to a run's state is a new immutable revision.
+
+``log/<rev:012d>.json`` holds a full snapshot of the run's state (small: segment list, attempts,
+lease, files). Creating revision N+1 exclusively (``os.link`` of a fsynced temp file, which fails
+with EEXIST when the name exists, on local disks and on NFS where the server decides) *is* the
+commit: a compare-and-swap on the revision number. A committer that loses re-reads and re-applies
+its change (or stops, if the change was a fenced one). So no update is ever lost, whatever a lock
+does. ``manifest.json`` is a copy of the newest revision, replaced after each commit: a hint for
+readers and people that may lag, never the authority.
+
+Reading the newest revision is O(1): the hint names revision R; R+1 must not exist and R must
+(so the hint is not a stale copy written late by a superseded process). Only when that check
+fails is ``log/`` listed. A revision that cannot be read (damaged) is skipped for the one before
+it; the next commit gets the number after the damaged one, so nothing ever overwrites it.
+
+Runs of format 1 have no ``log/``: their ``manifest.json`` is revision 0, and their first commit
+by this version creates ``log/000000000001.json`` (the upgrade in place, exclusive like any
+commit).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CorruptRunError, FormatVersionError, RunNotFoundError
+from . import atomic
+from .layout import FORMAT_VERSION, LOG, MANIFEST, parse_revision_name, revision_name
+
+log = logging.getLogger(__name__)
+Manifest = dict[str, Any]
+PRUNE_EVERY = 16
+
+
+class Conflict(Exception):
+    """Another process created the revision this commit wanted: re-read and retry."""
+
+
+@dataclass
+class Snapshot:
+    """A run's state as of revision ``rev``; ``head`` is the highest revision number on disk
+    (above ``rev`` only when newer revisions are damaged). The next commit creates ``head + 1``."""
+
+    rev: int
+    head: int
+    manifest: Manifest
+
+
+def rev_path(run_dir: Path, rev: int) -> Path:
+    return run_dir / LOG / revision_name(rev)
+
+
+def check_format(data: dict[str, Any], where: Path) -> None:
+    """Refuse what a newer localrun wrote: never read it half, never rewrite it older."""
+    found = data.get("format", 1)
+    if not isinstance(found, int) or isinstance(found, bool):
+        raise CorruptRunError(f"{where} has format {found!r}, which is not a version number")
+    if found > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{where} was written by localrun format {found}; this localrun reads format "
+            f"{FORMAT_VERSION} and older. Upgrade localrun on this machine; nothing was changed",
+            found,
+            FORMAT_VERSION,
+        )
+
+
+def parse(data: Any, where: Path) -> Manifest:
+    if not isinstance(data, dict):
+        raise CorruptRunError(f"{where} is not a localrun run state (not a JSON object)")
+    check_format(data, where)
+    if not isinstance(data.get("segments"), list) or not isinstance(data.get("attempts"), list):
+        raise CorruptRunError(f"{where} is not a localrun run state (no segments or attempts)")
+    return data
+
+
+def read_revision(run_dir: Path, rev: int) -> Manifest:
+    path = rev_path(run_dir, rev)
+    m = parse(atomic.read_json(path), path)
+    if m.get("rev") != rev:
+        raise CorruptRunError(f"{path} says it is revision {m.get('rev')!r}, not {rev}")
+    return m
+
+
+def list_revisions(run_dir: Path) -> list[int]:
+    """Every revision number in ``log/``, ascending (empty for a format-1 run)."""
+    try:
+        names = os.listdir(run_dir / LOG)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise atomic.storage_error(exc, "list", run_dir / LOG) from exc
+    return sorted(r for n in names if (r := parse_revision_name(n)) is not None)
+
+
+def _hint(run_dir: Path) -> tuple[Manifest | None, Exception | None]:
+    path = run_dir / MANIFEST
+    try:
+        return parse(atomic.read_json(path), path), None
+    except FileNotFoundError:
+        return None, None
+    except FormatVersionError:
+        raise
+    except CorruptRunError as exc:
+        return None, exc
+
+
+def exists(run_dir: Path) -> bool:
+    """Whether a run's state is on disk (any revision, or a format-1 manifest)."""
+    return (run_dir / MANIFEST).is_file() or bool(list_revisions(run_dir))
+
+
+def newest(run_dir: Path) -> Snapshot:
+    """The newest readable revision; :class:`RunNotFoundError` when there is none at all."""
+    hint, hint_error = _hint(run_dir)
+    if hint is not None:
+        rev = hint.get("rev")
+        if (
+            isinstance(rev, int)
+            and rev > 0
+            and not rev_path(run_dir, rev + 1).exists()
+            and rev_path(run_dir, rev).exists()
+        ):
+            return Snapshot(rev, rev, hint)
+    revs = list_revisions(run_dir)
+    if revs:
+        head = revs[-1]
+        while rev_path(run_dir, head + 1).exists():  # a directory listing may lag on NFS
+            head += 1
+            revs.append(head)
+        errors: list[str] = []
+        for rev in sorted(set(revs), reverse=True):
+            try:
+                m = read_revision(run_dir, rev)
+            except FileNotFoundError:
+                continue  # pruned between the listing and the read
+            except CorruptRunError as exc:
+                errors.append(str(exc))
+                log.warning(
+                    "revision %d of %s cannot be read (%s); using an older one", rev, run_dir, exc
+                )
+                continue
+            return Snapshot(rev, head, m)
+        raise CorruptRunError(
+            f"run {run_dir}: no revision in {LOG}/ can be read ({'; '.join(errors[:3])}); run "
+            "`localrun verify --repair`"
+        )
+    if hint is not None and hint.get("format", 1) == 1:
+        return Snapshot(0, 0, hint)  # format 1: manifest.json is the state
+    if hint_error is not None:
+        raise CorruptRunError(
+            f"{hint_error}; run `localrun verify --repair` to rebuild the run from its segments"
+        )
+    raise RunNotFoundError(f"no run at {run_dir} (no {LOG}/ and no {MANIFEST})")
+
+
+def publish(run_dir: Path, head: int, m: Manifest) -> int:
+    """Commit ``m`` as revision ``head + 1``; :class:`Conflict` if another process got there.
+
+    Then refresh the ``manifest.json`` hint. The commit has happened once the link succeeds, so
+    a failure to write the hint is logged, not raised: readers find the revision without it.
+    """
+    rev = head + 1
+    m["rev"] = rev
+    m["format"] = FORMAT_VERSION
+    m["updated"] = time.time()
+    payload = json.dumps(m, indent=1, sort_keys=True, allow_nan=False).encode()
+
+    def write(path: Path) -> None:
+        path.write_bytes(payload)
+
+    folder = run_dir / LOG
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise atomic.storage_error(exc, "create", folder) from exc
+    try:
+        atomic.publish_file(rev_path(run_dir, rev), write)
+    except FileExistsError:
+        raise Conflict(rev) from None
+    try:
+        atomic.replace_file(run_dir / MANIFEST, write)
+    except OSError as exc:
+        log.warning(
+            "committed revision %d of %s, but could not refresh %s: %s", rev, run_dir, MANIFEST, exc
+        )
+    return rev
+
+
+def prune(run_dir: Path, rev: int, keep: int) -> None:
+    """Remove revisions older than the newest ``keep`` (every PRUNE_EVERY commits).
+
+    The newest is never removed; a reader holding an older number re-reads the newest.
+    """
+    if keep <= 0 or rev % PRUNE_EVERY:
+        return
+    for old in list_revisions(run_dir):
+        if old >= rev - keep:
+            break
+        try:
+            rev_path(run_dir, old).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.debug("could not prune revision %d of %s: %s", old, run_dir, exc)
+            return
