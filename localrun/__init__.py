@@ -7,7 +7,7 @@ The public API is what this module exports (``__all__``); every other module is 
 import typing as _typing
 
 from . import util
-from ._query import Api, StoredRun
+from ._query import Api, DamagedRun, ResumeMarker, StoredRun
 from ._restore import RestoredFile, restore
 from ._store.verify import Report as VerifyReport
 from ._writer import Run, Summary, init
@@ -32,11 +32,13 @@ __version__ = "0.1.0"
 __all__ = [
     "Api",
     "CorruptRunError",
+    "DamagedRun",
     "InvalidIdError",
     "LocalrunError",
     "LockTimeout",
     "LogValueError",
     "RestoredFile",
+    "ResumeMarker",
     "Run",
     "RunExistsError",
     "RunInUseError",

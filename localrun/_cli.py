@@ -31,8 +31,27 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 import localrun
 
 F = TypeVar("F", bound=Callable[..., Any])
-out = Console(soft_wrap=True)
 RETRY_CODES = (128 + signal.SIGKILL, 128 + signal.SIGTERM)
+# Piped output is read by scripts and grep: never cut an id to fit a pretend 80-column screen.
+PIPE_WIDTH = 10_000
+
+
+def _console() -> Console:
+    """A console for this command's stdout: the terminal's width there, else unbounded.
+
+    Made per command, not at import, because the stdout (and whether it is a terminal) is only
+    known then.
+    """
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    """A table whose cells wrap onto more lines in a narrow terminal instead of ending in "…"
+    (a cut run id or state cannot be told apart from another)."""
+    table = Table(title=title)
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    return table
 
 
 def _when(ts: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
@@ -44,12 +63,54 @@ def _short(ts: float | None) -> str:
     return _when(ts, "%m-%d %H:%M:%S")
 
 
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} TiB"
+
+
 def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=1, default=str))
 
 
-def _api(ctx: click.Context) -> localrun.Api:
-    return localrun.Api(ctx.obj["root"])
+def _set_root(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(dict)["root"] = value
+
+
+def _root_option(f: F) -> F:
+    """``--root`` after the subcommand too (``localrun ls --root R``); it wins over one given
+    before it, which wins over ``LOCALRUN_DIR``."""
+    return click.option(
+        "--root",
+        default=None,
+        expose_value=False,
+        callback=_set_root,
+        help="The runs' root folder (default: $LOCALRUN_DIR, else ./localruns).",
+    )(f)
+
+
+def _api(ctx: click.Context, target: str | None = None, *, check: bool = True) -> localrun.Api:
+    """The API on the chosen root; with ``check``, a missing or foreign root, project
+    (``target``) or run (``target`` = project/run_id) is an error, not an empty listing."""
+    api = localrun.Api(ctx.obj["root"])
+    if check:
+        api.check(target)
+    return api
+
+
+def _run_api(ctx: click.Context, run: str) -> localrun.StoredRun:
+    """RUN (project/run_id), after the root and the project are checked."""
+    if "/" not in run:
+        raise localrun.UsageError(f"run path {run!r} must look like 'project/run_id'")
+    return _api(ctx, run).run(run)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,39 +140,86 @@ def _run_row(r: localrun.StoredRun) -> dict[str, Any]:
     }
 
 
+def _damaged_row(d: localrun.DamagedRun) -> dict[str, Any]:
+    """A damaged run in the shape of a run row (unknown fields None), plus its problem."""
+    return {
+        "path": d.path,
+        "name": d.id,
+        "state": "damaged",
+        "steps": None,
+        "attempts": None,
+        "updated": None,
+        "host": None,
+        "heartbeat_age": None,
+        "problem": d.problem,
+    }
+
+
 @cli.command("ls")
 @click.argument("project", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@_root_option
 @click.pass_context
 def ls_cmd(ctx: click.Context, project: str | None, as_json: bool) -> None:
-    """List runs (of PROJECT, or of every project) with state, steps, last update and host."""
-    rows = [_run_row(r) for r in _api(ctx).runs(project)]
+    """List runs (of PROJECT, or of every project) with state, steps, last update and host.
+
+    A run whose manifest cannot be read is listed as damaged, with the reason.
+    """
+    if project and "/" in project:
+        raise localrun.UsageError(
+            f"ls takes a project, not {project!r}; `localrun show {project}` shows one run"
+        )
+    api = _api(ctx, project)
+    rows = [_run_row(r) for r in api.runs(project)]
+    rows += [_damaged_row(d) for d in api.damaged_runs(project)]
     if as_json:
         _emit_json(rows)
         return
-    table = Table("run", "state", "steps", "attempts", "updated", "host")
+    out = _console()
+    if not rows:
+        where = f"in project {project} under" if project else "under"
+        out.print(f"no runs {where} {api.root}", highlight=False)
+        return
+    damaged = [row for row in rows if row["state"] == "damaged"]
+    columns = ["run", "state", "steps", "attempts", "updated", "host"]
+    table = _table(*columns, *(["problem"] if damaged else []))
     for row in rows:
-        table.add_row(
+        cells = [
             row["path"],
             row["state"],
-            str(row["steps"]),
-            str(row["attempts"]),
+            _dash(row["steps"]),
+            _dash(row["attempts"]),
             _when(row["updated"]),
             row["host"] or "-",
+        ]
+        if damaged:
+            cells.append(row.get("problem", "").split("; ")[0] or "-")
+        table.add_row(*cells)
+    out.print(table)
+    if damaged:
+        out.print(
+            f"{len(damaged)} damaged run(s): `localrun verify RUN` says what is wrong, "
+            "`localrun verify --repair RUN` rebuilds what it can",
+            highlight=False,
         )
-    out.print(table if rows else f"no runs under {_api(ctx).root}")
+
+
+def _dash(value: Any) -> str:
+    return "-" if value is None else str(value)
 
 
 @cli.command("show")
 @click.argument("run")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@_root_option
 @click.pass_context
 def show_cmd(ctx: click.Context, run: str, as_json: bool) -> None:
-    """Show RUN (project/run_id): state, attempts, config, summary."""
-    r = _api(ctx).run(run)
+    """Show RUN (project/run_id): state, attempts, rewinds, saved files, config, summary."""
+    r = _run_api(ctx, run)
     if as_json:
         _emit_json(r.manifest)
         return
+    out = _console()
     out.print(
         f"[bold]{r.path}[/bold]  name={r.name}  state={r.state}  steps={r.last_step + 1}  "
         f"created={_when(r.created)}  updated={_when(r.updated)}"
@@ -126,7 +234,7 @@ def show_cmd(ctx: click.Context, run: str, as_json: bool) -> None:
             out.print(f"{label}: {value}")
     if r.dropped_steps:
         out.print(f"dropped steps (logged below the current step): {r.dropped_steps}")
-    attempts = Table(
+    attempts = _table(
         "attempt",
         "host",
         "pid",
@@ -149,11 +257,44 @@ def show_cmd(ctx: click.Context, run: str, as_json: bool) -> None:
             "-" if a.get("exit_code") is None else str(a["exit_code"]),
         )
     out.print(attempts)
+    _show_rewinds(out, r)
+    _show_files(out, r)
     for title, data in (("config", r.config), ("summary (last values)", r.summary)):
-        table = Table("key", "value", title=title)
+        table = _table("key", "value", title=title)
         for k in sorted(data):
             table.add_row(k, repr(data[k]))
         out.print(table)
+
+
+def _show_rewinds(out: Console, r: localrun.StoredRun) -> None:
+    """Each rewind hides the rows logged before it above its step (history shows them with
+    --all-attempts); without this, a resumed attempt's start step looks like a gap."""
+    rewinds = r.manifest.get("rewinds") or []
+    if not rewinds:
+        out.print("rewinds: none")
+        return
+    table = _table("attempt", "seq", "step", title="rewinds (rows above step hidden)")
+    for rw in rewinds:
+        table.add_row(str(rw.get("attempt")), str(rw.get("seq")), str(rw.get("step")))
+    out.print(table)
+
+
+def _show_files(out: Console, r: localrun.StoredRun) -> None:
+    files = r.files()
+    if not files:
+        out.print("saved files: none")
+        return
+    table = _table("file", "versions", "size", "latest", "saved", "attempt", title="saved files")
+    for name, latest in files.items():
+        table.add_row(
+            name,
+            str(latest["versions"]),
+            _size(latest.get("size")),
+            str(latest.get("version") or "-"),
+            _short(latest.get("saved")),
+            _dash(latest.get("attempt")),
+        )
+    out.print(table)
 
 
 @cli.command("history")
@@ -174,13 +315,14 @@ def show_cmd(ctx: click.Context, run: str, as_json: bool) -> None:
     help="File to write (default: stdout; parquet needs a file).",
 )
 @click.option("--all-attempts", is_flag=True, help="Include rows a rewind hides, with _attempt.")
+@_root_option
 @click.pass_context
 def history_cmd(
     ctx: click.Context, run: str, keys: Sequence[str], fmt: str, output: str, all_attempts: bool
 ) -> None:
     """Print RUN's logged rows as CSV, JSON lines or Parquet."""
     wanted = [k for group in keys for k in group.split(",") if k] or None
-    table = _api(ctx).run(run).history(wanted, all_attempts=all_attempts)
+    table = _run_api(ctx, run).history(wanted, all_attempts=all_attempts)
     if fmt == "parquet":
         if output == "-":
             raise localrun.UsageError("--format parquet needs --output FILE")
@@ -209,16 +351,19 @@ def history_cmd(
 @click.argument("target", required=False)
 @click.option("--repair", is_flag=True, help="Rebuild, adopt, quarantine and clean what is found.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@_root_option
 @click.pass_context
 def verify_cmd(ctx: click.Context, target: str | None, repair: bool, as_json: bool) -> None:
     """Check runs (all, a PROJECT, or project/run_id) against their manifests.
 
     Exits 1 when a problem remains (after --repair: one it could not mend).
     """
-    reports = _api(ctx).verify(target, repair=repair)
+    api = _api(ctx, target)
+    reports = api.verify(target, repair=repair)
     if as_json:
         _emit_json([r.as_dict() for r in reports])
     else:
+        out = _console()
         for r in reports:
             status = "ok" if r.ok else ("repaired" if r.repaired else "PROBLEMS")
             out.print(f"{r.run}: {status}")
@@ -228,11 +373,116 @@ def verify_cmd(ctx: click.Context, target: str | None, repair: bool, as_json: bo
                 out.print(f"  repaired: {p}", highlight=False)
         out.print(f"{len(reports)} run(s) checked")
     if repair:
-        unmended = [r for r in _api(ctx).verify(target, repair=False) if not r.ok]
+        unmended = [r for r in api.verify(target, repair=False) if not r.ok]
         if unmended:
             sys.exit(1)
     elif any(not r.ok for r in reports):
         sys.exit(1)
+
+
+@cli.group("markers", invoke_without_command=True)
+@click.option("--project", default=None, help="Only this project's markers.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@_root_option
+@click.pass_context
+def markers_cmd(ctx: click.Context, project: str | None, as_json: bool) -> None:
+    """List auto-resume markers: which job (key) resumes which run at its next start.
+
+    init(resume=True) writes one per job and project; a clean finish removes it. Clear one
+    (`localrun markers clear KEY`) to make that job's next start a new run.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    api = _api(ctx, project)
+    rows = [_marker_row(api, m) for m in api.resume_markers(project)]
+    if as_json:
+        _emit_json(rows)
+        return
+    out = _console()
+    if not rows:
+        where = f"in project {project} under" if project else "under"
+        out.print(f"no resume markers {where} {api.root}", highlight=False)
+        return
+    table = _table("project", "key", "run", "run state", "written")
+    for row in rows:
+        table.add_row(
+            row["project"], row["key"], row["run_id"] or "-", row["state"], _when(row["written"])
+        )
+    out.print(table)
+
+
+def _marker_row(api: localrun.Api, m: localrun.ResumeMarker) -> dict[str, Any]:
+    return {
+        "project": m.project,
+        "key": m.key,
+        "run_id": m.run_id,
+        "written": m.written,
+        "state": _marker_run_state(api, m),
+        "file": str(m.file),
+    }
+
+
+def _marker_run_state(api: localrun.Api, m: localrun.ResumeMarker) -> str:
+    """The state of the run a marker names: "unreadable" marker, "missing" run (the next start
+    makes a new run), "damaged" run, or the run's own state."""
+    if m.run_id is None:
+        return "unreadable"
+    try:
+        return str(api.run(f"{m.project}/{m.run_id}").state)
+    except localrun.RunNotFoundError:
+        return "missing"
+    except localrun.LocalrunError:
+        return "damaged"
+
+
+@markers_cmd.command("clear")
+@click.argument("key", required=False)
+@click.option("--all", "clear_all", is_flag=True, help="Clear every marker (of --project).")
+@click.option(
+    "--current",
+    is_flag=True,
+    help="Clear this shell's job's markers (its scheduler job id or LOCALRUN_RESUME_KEY).",
+)
+@click.option("--project", default=None, help="Only in this project.")
+@_root_option
+@click.pass_context
+def markers_clear_cmd(
+    ctx: click.Context, key: str | None, clear_all: bool, current: bool, project: str | None
+) -> None:
+    """Clear the auto-resume marker KEY (in every project, or --project's), --all of them, or
+    --current: the job's next init(resume=True) starts a new run. Runs are not touched."""
+    if sum((key is not None, clear_all, current)) != 1:
+        raise localrun.UsageError(
+            "markers clear needs exactly one of KEY, --all or --current "
+            "(`localrun markers` lists the keys)"
+        )
+    if project is None and ctx.parent is not None:
+        project = ctx.parent.params.get("project")  # `localrun markers --project P clear ...`
+    if current:
+        key = localrun.Api.current_job_key()
+        if key is None:
+            raise localrun.UsageError(
+                "this shell has no scheduler job id or LOCALRUN_RESUME_KEY, so its job key "
+                "depends on the training script; pick the key from `localrun markers`"
+            )
+    api = _api(ctx, project)
+    markers = api.resume_markers(project)
+    chosen = markers if clear_all else [m for m in markers if m.key == key]
+    if key is not None and not chosen:
+        where = f"project {project!r}" if project else "any project"
+        keys = sorted({m.key for m in markers})
+        raise localrun.RunNotFoundError(
+            f"no resume marker {key!r} in {where} under {api.root}; "
+            + (f"the markers there: {', '.join(keys)}" if keys else "there are none")
+        )
+    for m in chosen:
+        api.clear_resume_marker(m.project, m.key)
+        named = f"it named run {m.run_id}" if m.run_id else "it was unreadable"
+        click.echo(
+            f"cleared marker {m.project}/{m.key} ({named}); that job's next start makes a new run"
+        )
+    if not chosen:
+        click.echo("no resume markers to clear")
 
 
 @cli.command(
@@ -254,6 +504,7 @@ def verify_cmd(ctx: click.Context, target: str | None, repair: bool, as_json: bo
     help="Relaunch a command killed by a signal (or exiting 137/143), resuming its run.",
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@_root_option
 @click.pass_context
 def run_cmd(
     ctx: click.Context,
@@ -330,10 +581,12 @@ def _run_forwarding(command: list[str], env: dict[str, str]) -> tuple[int, bool]
 
 @cli.command("demo")
 @click.option("--steps", type=click.IntRange(10), default=60, show_default=True)
+@_root_option
 @click.pass_context
 def demo_cmd(ctx: click.Context, steps: int) -> None:
     """The preemption story: train, get killed (SIGKILL), resume, show the attempts."""
-    api = _api(ctx)
+    api = _api(ctx, check=False)  # the demo makes its root
+    out = _console()
     run_id = localrun.util.generate_id()
     env = dict(
         os.environ,
@@ -392,6 +645,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except localrun.LocalrunError as exc:
         click.echo(f"localrun: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a folder we may not read, a full disk: one line, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"localrun: error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(localrun.StorageError.exit_code)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,19 +19,71 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import _settings
+from ._resume import job_key, remove_marker
+from ._store import atomic
 from ._store import manifest as mf
-from ._store.layout import project_dir, run_dir, sanitize_id
+from ._store.layout import (
+    FILES,
+    HISTORY,
+    LOG,
+    MANIFEST,
+    RESUME_DIR,
+    ROOT_MARKER,
+    parse_segment_name,
+    project_dir,
+    run_dir,
+    sanitize_id,
+)
 from ._store.lease import is_valid, provably_dead
 from ._store.schema import NUMBER, STEP_FIELDS, arrow_schema
 from ._store.verify import Report as VerifyReport
 from ._store.verify import verify_run
-from .errors import CorruptRunError, RunNotFoundError, UsageError
+from .errors import (
+    CorruptRunError,
+    FormatVersionError,
+    LocalrunError,
+    RunNotFoundError,
+    UsageError,
+)
 
 STEP_COLUMNS = [f.name for f in STEP_FIELDS]
 
 
 class _SegmentGone(Exception):
     """A listed segment was compacted away after this reader's manifest snapshot."""
+
+
+@dataclass(frozen=True)
+class DamagedRun:
+    """A run folder whose manifest cannot be read: ``Api.runs`` leaves it out, so that listings
+    can still show it (a damaged run hidden from ``ls`` looks like a run that vanished)."""
+
+    project: str
+    id: str
+    problem: str  # what is wrong and what to do, relative to the run folder
+    dir: Path
+
+    @property
+    def path(self) -> str:
+        """``"project/run_id"``, as ``StoredRun.path``."""
+        return f"{self.project}/{self.id}"
+
+
+@dataclass(frozen=True)
+class ResumeMarker:
+    """An auto-resume marker: job ``key`` resumes run ``project/run_id`` (``init(resume=True)``).
+
+    ``run_id`` and ``written`` are None when the marker file cannot be read (clear it).
+    """
+
+    project: str
+    key: str
+    run_id: str | None
+    written: float | None
+    file: Path
+
+
+_NO_ROOT_HINT = "point --root, LOCALRUN_DIR or Api(root) at the folder your runs are in"
 
 
 class Api:
@@ -56,8 +109,8 @@ class Api:
         for rdir in self._run_dirs(project):
             try:
                 out.append(StoredRun(rdir))
-            except (RunNotFoundError, CorruptRunError):
-                continue
+            except (RunNotFoundError, CorruptRunError, FormatVersionError):
+                continue  # listed by damaged_runs()
         return sorted(out, key=lambda r: r.created)
 
     def _run_dirs(self, project: str | None) -> list[Path]:
@@ -98,6 +151,130 @@ class Api:
                 f"no run {path!r} under {self.root}; `localrun ls` lists the runs there"
             )
         return StoredRun(rdir)
+
+    def check(self, target: str | None = None) -> None:
+        """Raise a clear error unless the root is a localrun root holding ``target`` (a project,
+        or ``"project/run_id"``).
+
+        The listings return nothing for a folder that holds no runs; on a cluster a typo in the
+        root then looks like "my runs vanished". The command line calls this first.
+        """
+        root = self.root
+        if not root.exists():
+            raise RunNotFoundError(
+                f"no localrun root at {root}: it does not exist; {_NO_ROOT_HINT}"
+            )
+        if not root.is_dir():
+            raise UsageError(f"{root} is a file, not a localrun root; {_NO_ROOT_HINT}")
+        if not (root / ROOT_MARKER).is_file() and not self._holds_runs():
+            raise RunNotFoundError(
+                f"{root} is not a localrun root (no {ROOT_MARKER} and no runs in it); "
+                f"{_NO_ROOT_HINT}"
+            )
+        if not target:
+            return
+        project, sep, run_id = target.partition("/")
+        if sep and (not project or not run_id):
+            raise UsageError(f"run path {target!r} must look like 'project/run_id'")
+        if not project_dir(root, project).is_dir():
+            known = self.projects()
+            raise RunNotFoundError(
+                f"no project {project!r} under {root}; "
+                + (f"its projects: {', '.join(known)}" if known else "it has no projects yet")
+            )
+        if sep and not run_dir(root, project, run_id).is_dir():
+            raise RunNotFoundError(
+                f"no run {target!r} under {root}; `localrun ls {project}` lists its runs"
+            )
+
+    def _holds_runs(self) -> bool:
+        """Whether some project folder holds a run (a root made before the marker existed)."""
+        try:
+            return any(_remains(d) for d in self._run_dirs(None))
+        except OSError:  # a folder we may not list is no evidence of runs
+            return False
+
+    def damaged_runs(self, project: str | None = None) -> list[DamagedRun]:
+        """The run folders of ``project`` (or of all projects) whose manifest cannot be read:
+        exactly those ``runs`` leaves out, except folders with nothing of a run in them (an
+        empty or foreign folder is not a run)."""
+        found = []
+        for rdir in self._run_dirs(project):
+            problem = None
+            try:
+                StoredRun(rdir)
+            except RunNotFoundError:
+                remains = _remains(rdir)
+                if remains:
+                    problem = (
+                        f"its state ({LOG}/ and {MANIFEST}) is missing but {remains}; run "
+                        f"`localrun verify --repair {rdir.parent.name}/{rdir.name}` to rebuild it"
+                    )
+            except LocalrunError as exc:
+                problem = str(exc).replace(f"{rdir}{os.sep}", "").replace(str(rdir), "the run")
+            if problem:
+                found.append(DamagedRun(rdir.parent.name, rdir.name, problem, rdir))
+        return found
+
+    def resume_markers(self, project: str | None = None) -> list[ResumeMarker]:
+        """The auto-resume markers of ``project`` (or of all projects), by project and key."""
+        projects = [sanitize_id(project, "project name")] if project else self.projects()
+        found = []
+        for p in projects:
+            folder = project_dir(self.root, p) / RESUME_DIR
+            for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+                try:
+                    data = atomic.read_json(f, attempts=3)
+                except (FileNotFoundError, CorruptRunError):
+                    data = None  # gone meanwhile, or unreadable: listed so it can be cleared
+                data = data if isinstance(data, dict) else {}
+                run_id, written = data.get("run_id"), data.get("written")
+                found.append(
+                    ResumeMarker(
+                        project=p,
+                        key=f.stem,
+                        run_id=run_id if isinstance(run_id, str) else None,
+                        written=float(written) if isinstance(written, (int, float)) else None,
+                        file=f,
+                    )
+                )
+        return found
+
+    def clear_resume_marker(self, project: str, key: str) -> ResumeMarker:
+        """Remove job ``key``'s marker in ``project``: its next ``init(resume=True)`` starts a
+        new run. Returns what the marker held; :class:`RunNotFoundError` if there is none."""
+        for marker in self.resume_markers(project):
+            if marker.key == key:
+                remove_marker(marker.file)
+                return marker
+        keys = [m.key for m in self.resume_markers(project)]
+        raise RunNotFoundError(
+            f"no resume marker {key!r} in project {project!r} under {self.root}; "
+            + (f"its markers: {', '.join(keys)}" if keys else "it has none")
+        )
+
+    @staticmethod
+    def current_job_key() -> str | None:
+        """The auto-resume key of this shell's job (from the scheduler's job id or
+        ``LOCALRUN_RESUME_KEY``), or None when there is none: the key is then made from the
+        training script's folder and path, which only the training process knows."""
+        key = job_key(_settings.env_text("LOCALRUN_RESUME_KEY"))
+        return None if key.startswith("dir-") else key
+
+
+def _remains(rdir: Path) -> str | None:
+    """What of a run a folder holds (committed segments, saved files), or None."""
+    history, files = rdir / HISTORY, rdir / FILES
+    if (rdir / MANIFEST).is_file():
+        return MANIFEST
+    segments = (
+        [p for p in history.iterdir() if parse_segment_name(p.name)] if history.is_dir() else []
+    )
+    if segments:
+        return f"{HISTORY}/ holds {len(segments)} segment(s)"
+    if files.is_dir() and any(files.iterdir()):
+        return f"{FILES}/ holds saved files"
+    return None
 
 
 class StoredRun:

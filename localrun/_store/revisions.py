@@ -69,12 +69,65 @@ def check_format(data: dict[str, Any], where: Path) -> None:
         )
 
 
+_SHAPE: dict[str, tuple[type, ...]] = {
+    "project": (str,),
+    "id": (str,),
+    "created": (int, float),
+    "last_step": (int,),
+    "state": (str,),
+    "segments": (list,),
+    "attempts": (list,),
+    "rewinds": (list,),
+    "schema": (dict,),
+    "summary": (dict,),
+    "config": (dict,),
+}
+_ENTRY_SHAPE: dict[str, tuple[type, ...]] = {
+    "file": (str,),
+    "attempt": (int,),
+    "seq": (int,),
+    "rows": (int,),
+    "min_step": (int,),
+    "max_step": (int,),
+}
+
+
 def parse(data: Any, where: Path) -> Manifest:
+    """Check a run state's shape, so a hand-edited or foreign file is one run's clear error
+    (a reader of it never fails later with a KeyError deep inside ``ls`` or ``verify``)."""
     if not isinstance(data, dict):
         raise CorruptRunError(f"{where} is not a localrun run state (not a JSON object)")
     check_format(data, where)
-    if not isinstance(data.get("segments"), list) or not isinstance(data.get("attempts"), list):
-        raise CorruptRunError(f"{where} is not a localrun run state (no segments or attempts)")
+    for key, types in _SHAPE.items():
+        value = data.get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise CorruptRunError(
+                f"{where} is not a localrun run state: {key!r} is {value!r}, not "
+                f"{' or '.join(t.__name__ for t in types)}"
+            )
+    for entry in data["segments"]:
+        bad = not isinstance(entry, dict) or any(
+            not isinstance(entry.get(k), t) or isinstance(entry.get(k), bool)
+            for k, t in _ENTRY_SHAPE.items()
+        )
+        if bad:
+            raise CorruptRunError(f"{where} lists a segment of unexpected shape: {entry!r:.200}")
+    for r in data["rewinds"]:
+        if not isinstance(r, dict) or not all(
+            isinstance(r.get(k), int) and not isinstance(r.get(k), bool)
+            for k in ("attempt", "seq", "step")
+        ):
+            raise CorruptRunError(f"{where} lists a rewind of unexpected shape: {r!r:.200}")
+    files = data.get("files", {})
+    if not isinstance(files, dict) or not all(
+        isinstance(v, list)
+        and all(isinstance(e, dict) and isinstance(e.get("path"), str) for e in v)
+        for v in files.values()
+    ):
+        raise CorruptRunError(f"{where} has a saved-files map of unexpected shape")
+    for a in data["attempts"]:
+        if not isinstance(a, dict) or not isinstance(a.get("attempt"), int):
+            raise CorruptRunError(f"{where} lists an attempt of unexpected shape: {a!r:.200}")
     return data
 
 
