@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,41 @@ def run_py(
         text=True,
         timeout=timeout,
     )
+
+
+BARRIER = """
+import os, sys, time
+print("ready", flush=True)
+while not os.path.exists(os.environ["GO_FILE"]):
+    time.sleep(0.001)
+"""
+
+
+def start_at_barrier(
+    code: str, n: int, root: Path, go: Path, timeout: float = 120, **extra: str
+) -> list[subprocess.Popen[str]]:
+    """Start ``n`` processes running ``code``; each imports, prints ``ready`` and waits for
+    ``go`` to exist. Returns once every one of them is waiting (a real barrier, not a sleep), and
+    prints how many were: the caller then releases them all at once with ``go.touch()``."""
+    import selectors
+
+    body = "import localrun\n" + BARRIER + textwrap.dedent(code)
+    procs = [spawn(body, root, GO_FILE=str(go), **extra) for _ in range(n)]
+    sel = selectors.DefaultSelector()
+    for proc in procs:
+        assert proc.stdout is not None
+        sel.register(proc.stdout, selectors.EVENT_READ, proc)
+    waiting = 0
+    deadline = time.monotonic() + timeout
+    while waiting < n:
+        left = deadline - time.monotonic()
+        assert left > 0, f"only {waiting} of {n} contenders reached the barrier"
+        for key, _ in sel.select(timeout=left):
+            line = key.fileobj.readline()  # type: ignore[union-attr]
+            assert line, f"a contender died before the barrier: {key.data.stderr.read()[-500:]}"
+            assert line.strip() == "ready", line
+            sel.unregister(key.fileobj)
+            waiting += 1
+    sel.close()
+    print(f"barrier: {waiting} of {n} contenders were waiting when released")
+    return procs

@@ -91,13 +91,14 @@ def test_verify_reports_and_repairs(two_runs: Path) -> None:
     run_dir = two_runs / "p" / "a"
     stray = run_dir / "history" / "0001-000000.parquet.tmp-otherhost-1-abcd"
     stray.write_bytes(b"partial")
-    (run_dir / "manifest.json").write_text("{ not json")
+    for f in [run_dir / "manifest.json", *(run_dir / "log").glob("*.json")]:
+        f.write_text("{ not json")  # every copy of the run's state damaged
     report = cli(two_runs, "verify", "p/a", "--json")
     assert report.returncode == 1
     problems = json.loads(report.stdout)[0]["problems"]
-    assert any("manifest" in p for p in problems)
+    assert any("state" in p for p in problems)
     repaired = cli(two_runs, "verify", "p/a", "--repair")
-    assert "rebuilt manifest.json" in repaired.stdout
+    assert "rebuilt the run's state from its segments" in repaired.stdout
     stored = localrun.Api(two_runs).run("p/a")
     assert stored.history().num_rows == 5 and stored.config == {"lr": 0.1}
     assert list(run_dir.glob("manifest.json.corrupt-*"))  # the broken one is kept, not deleted
@@ -190,9 +191,12 @@ def _damaged_root(root: Path) -> Path:
     good = root / "p" / "good"
     for name, content in (("garbage", "{ not json"), ("a-list", "[1, 2]")):
         shutil.copytree(good, root / "p" / name)
-        (root / "p" / name / "manifest.json").write_text(content)
+        state = root / "p" / name
+        for f in [state / "manifest.json", *(state / "log").glob("*.json")]:
+            f.write_text(content)  # every copy of the run's state damaged
     shutil.copytree(good, root / "p" / "no-manifest")
     (root / "p" / "no-manifest" / "manifest.json").unlink()  # its segments remain
+    shutil.rmtree(root / "p" / "no-manifest" / "log")
     (root / "p" / "empty").mkdir()  # a stray empty folder is not a run
     shutil.copytree(good / "history", root / "p" / ".sync" / "history")  # dot-folders: never
     return root
@@ -209,15 +213,15 @@ def test_ls_shows_damaged_runs_with_a_reason(root: Path) -> None:
         "path", "name", "state", "steps", "attempts", "updated", "host", "heartbeat_age"
     }  # fmt: skip
     for path in ("p/garbage", "p/a-list", "p/no-manifest"):
-        assert rows[path]["state"] == "damaged" and "manifest.json" in rows[path]["problem"]
+        assert rows[path]["state"] == "damaged" and "log/" in rows[path]["problem"]
     assert "not valid JSON" in rows["p/garbage"]["problem"]
-    assert "not a localrun manifest" in rows["p/a-list"]["problem"]
+    assert "not a localrun run state" in rows["p/a-list"]["problem"]
     assert "missing" in rows["p/no-manifest"]["problem"]
     assert "segment" in rows["p/no-manifest"]["problem"]
     table = cli(root, "ls").stdout
     for path in ("p/garbage", "p/a-list", "p/no-manifest"):
         (line,) = [ln for ln in table.splitlines() if path in ln]
-        assert "damaged" in line and "manifest.json" in line
+        assert "damaged" in line and "log/" in line
     assert "p/empty" not in table and ".sync" not in table
     assert "localrun verify --repair" in table
 

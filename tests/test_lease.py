@@ -10,20 +10,18 @@ from pathlib import Path
 import pytest
 
 import localrun
-from tests.conftest import spawn
+from tests.conftest import spawn, start_at_barrier
 
 RACER = """
-import os, sys, time, localrun
-go = sys.argv[1] if len(sys.argv) > 1 else None
-while not os.path.exists(os.environ["GO_FILE"]):
-    time.sleep(0.001)
 try:
     run = localrun.init(project="p", id="r", resume="must")
 except localrun.RunInUseError as exc:
     print("inuse", exc, flush=True)
     sys.exit(5)
 print("won", run.attempt, flush=True)
-time.sleep(float(os.environ.get("HOLD", "3")))
+# Hold the run until every loser has tried: the test removes the hold file then.
+while os.path.exists(os.environ["HOLD_FILE"]):
+    time.sleep(0.01)
 run.finish()
 """
 
@@ -36,10 +34,15 @@ def _existing(root: Path) -> None:
 @pytest.mark.slow
 def test_twenty_processes_racing_to_resume_exactly_one_wins(root: Path, tmp_path: Path) -> None:
     _existing(root)
-    go = tmp_path / "go"
-    procs = [spawn(RACER, root, GO_FILE=str(go), LOCALRUN_LEASE_TTL="5") for _ in range(20)]
-    time.sleep(1.5)  # let every interpreter start and wait at the barrier
+    go, hold = tmp_path / "go", tmp_path / "hold"
+    hold.touch()
+    procs = start_at_barrier(RACER, 20, root, go, LOCALRUN_LEASE_TTL="5", HOLD_FILE=str(hold))
     go.touch()
+    # Losers exit as soon as they are refused; the winner holds until they all have.
+    deadline = time.monotonic() + 120
+    while sum(p.poll() is not None for p in procs) < 19 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    hold.unlink()
     outs = [p.communicate(timeout=120) for p in procs]
     codes = [p.returncode for p in procs]
     assert codes.count(0) == 1, (codes, [o[1][-300:] for o in outs])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -282,10 +283,21 @@ def test_live_rewind_inside_one_attempt(root) -> None:
     ]
 
 
-def test_corrupt_manifest_is_a_clear_error_and_repairs(root) -> None:
+def test_corrupt_manifest_copy_is_harmless_the_log_is_the_state(root) -> None:
     _existing(root, steps=5)
     manifest = root / "p" / "r1" / "manifest.json"
     manifest.write_text(manifest.read_text()[:40])  # truncated mid-write by a broken disk
+    run = localrun.init(project="p", id="r1", resume="must", dir=root)
+    assert run.step == 5 and run.config["lr"] == 0.1
+    run.finish()
+    assert json.loads(manifest.read_text())["state"] == "finished"  # rewritten by the commit
+
+
+def test_corrupt_state_everywhere_is_a_clear_error_and_repairs(root) -> None:
+    _existing(root, steps=5)
+    run_dir = root / "p" / "r1"
+    for f in [run_dir / "manifest.json", *(run_dir / "log").glob("*.json")]:
+        f.write_text(f.read_text()[:40])  # every copy of the state truncated
     with pytest.raises(localrun.CorruptRunError, match="verify --repair"):
         localrun.init(project="p", id="r1", resume="must", dir=root)
     localrun.Api(root).verify("p/r1", repair=True)

@@ -139,9 +139,11 @@ def ensure_root(root: Path) -> None:
 def check_root(root: Path) -> None:
     """Readers: refuse a root of a newer format (never write to it)."""
     marker = root / ROOT_MARKER
+    if not marker.is_file():
+        return  # not a root (yet): the caller says so when it matters
     try:
         info = atomic.read_json(marker)
-    except (FileNotFoundError, NotADirectoryError, CorruptRunError):
+    except (FileNotFoundError, CorruptRunError):
         return
     if isinstance(info, dict):
         revisions.check_format(info, marker)
