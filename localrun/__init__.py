@@ -15,6 +15,7 @@ from ._writer import finish_current as finish
 from ._writer import log_current as log
 from .errors import (
     CorruptRunError,
+    FormatVersionError,
     InvalidIdError,
     LocalrunError,
     LockTimeout,
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Api",
     "CorruptRunError",
+    "FormatVersionError",
     "DamagedRun",
     "InvalidIdError",
     "LocalrunError",
