@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from . import _settings
 from ._resume import job_key, remove_marker
 from ._store import atomic
 from ._store import manifest as mf
+from ._store import segments
 from ._store.layout import (
     FILES,
     HISTORY,
@@ -35,6 +34,7 @@ from ._store.layout import (
     sanitize_id,
 )
 from ._store.lease import is_valid, provably_dead
+from ._store.safe_io import check_regular, open_inside
 from ._store.schema import NUMBER, STEP_FIELDS, arrow_schema
 from ._store.verify import Report as VerifyReport
 from ._store.verify import verify_run
@@ -370,21 +370,43 @@ class StoredRun:
         return list(versions)
 
     def file_path(self, name: str, version: str | None = None) -> Path:
-        """The local path of a saved file (the latest version unless ``version`` is given)."""
+        """The local path of a saved file (the latest version unless ``version`` is given).
+
+        :class:`CorruptRunError` when the manifest's path leaves the run, goes through a
+        symbolic link, is missing, or names something other than a regular file (a FIFO
+        would block whoever opens it).
+        """
+        rel = self._version(name, version)["path"]
+        try:
+            return check_regular(self.dir, rel, "saved file version")
+        except FileNotFoundError:
+            raise self._version_missing(name, rel) from None
+
+    def _version(self, name: str, version: str | None) -> dict[str, Any]:
         versions = self.file_versions(name)
         if version is None:
-            return self.dir / str(versions[-1]["path"])
+            return versions[-1]
         for v in versions:
             if v["version"] == version:
-                return self.dir / str(v["path"])
+                return v
         raise RunNotFoundError(
             f"{self.path}:{name} has no version {version!r}; it has "
             f"{', '.join(v['version'] for v in versions)}"
         )
 
+    def _version_missing(self, name: str, rel: object) -> CorruptRunError:
+        return CorruptRunError(
+            f"run {self.path}: the stored version {rel} of {name!r} is missing; run "
+            "`localrun verify` to see what else is"
+        )
+
     def open_file(self, name: str, version: str | None = None) -> IO[bytes]:
-        """Open a saved file for reading (binary)."""
-        return open(self.file_path(name, version), "rb")
+        """Open a saved file for reading (binary); refused like :meth:`file_path`."""
+        rel = self._version(name, version)["path"]
+        try:
+            return open_inside(self.dir, rel, "saved file version")
+        except FileNotFoundError:
+            raise self._version_missing(name, rel) from None
 
     def segment_paths(self, all_attempts: bool = False) -> list[Path]:
         """The committed segment files, for engines that read Parquet themselves.
@@ -392,7 +414,10 @@ class StoredRun:
         Without ``all_attempts`` only segments with rows a reader sees are listed (a rewind can
         hide rows inside one: apply ``_step <=`` the bound, see docs/format.md).
         """
-        return [self.dir / seg["file"] for seg, _ in self._segments(all_attempts)]
+        return [
+            check_regular(self.dir, seg["file"], "segment", missing_ok=True)
+            for seg, _ in self._segments(all_attempts)
+        ]
 
     def _segments(self, all_attempts: bool) -> Iterator[tuple[dict[str, Any], int | None]]:
         for seg in sorted(self._m["segments"], key=lambda s: (s["attempt"], s["seq"])):
@@ -446,30 +471,26 @@ class StoredRun:
     def _read_segment(
         self, seg: dict[str, Any], bound: int | None, schema: pa.Schema, all_attempts: bool
     ) -> pa.Table:
-        path = self.dir / seg["file"]
+        """One listed segment's rows in the run's schema, read without leaving the run.
+
+        A damaged file (truncated, not Parquet, no ``_step``, a column of the wrong kind, other
+        rows than listed) is a :class:`CorruptRunError` naming it and the repair.
+        """
+        rel = seg["file"]
         try:
-            pf = pq.ParquetFile(path)
+            f = open_inside(self.dir, rel, "segment")
         except FileNotFoundError:
-            if seg["file"] not in {s["file"] for s in mf.load(self.dir)["segments"]}:
-                raise _SegmentGone(seg["file"]) from None
+            if rel not in {s["file"] for s in mf.load(self.dir)["segments"]}:
+                raise _SegmentGone(rel) from None
             raise CorruptRunError(
-                f"run {self.path} lists {seg['file']}, which is missing; run `localrun verify` "
+                f"run {self.path} lists {rel}, which is missing; run `localrun verify` "
                 "to see what else is"
             ) from None
-        have = set(pf.schema_arrow.names)
-        table = pf.read(columns=[n for n in schema.names if n in have])
-        if bound is not None and seg["max_step"] > bound:
-            table = table.filter(pc.less_equal(table.column("_step"), bound))
-        n = table.num_rows
-        arrays = []
-        for field in schema:
-            if field.name == "_attempt":
-                arrays.append(pa.array([seg["attempt"]] * n, pa.int64()))
-            elif field.name in have:
-                arrays.append(table.column(field.name).cast(field.type))
-            else:
-                arrays.append(pa.nulls(n, field.type))
-        return pa.Table.from_arrays(arrays, schema=schema)
+        with f:
+            try:
+                return segments.read_rows(f, seg, bound, schema)
+            except segments.DAMAGE_ERRORS as exc:
+                raise segments.damaged(self.dir, rel, exc) from exc
 
     def __repr__(self) -> str:
         return f"<localrun.StoredRun {self.path} state={self.state} last_step={self.last_step}>"

@@ -16,6 +16,7 @@ from typing import IO, Any
 from ._query import Api
 from ._store import manifest as mf
 from ._store.files import copy_out, latest_entry, sha256_of
+from ._store.safe_io import check_regular
 from ._writer import current
 from .errors import CorruptRunError, RunNotFoundError, UsageError
 
@@ -71,17 +72,7 @@ def restore(
         raise RunNotFoundError(
             f"run {path_text} has no saved file {name!r}; its files: {', '.join(have) or 'none'}"
         )
-    source = run_dir / entry["path"]
-    try:
-        size = source.stat().st_size
-    except FileNotFoundError:
-        raise CorruptRunError(
-            f"run {path_text}: the stored version {entry['path']} is missing"
-        ) from None
-    if size != entry["size"]:
-        raise CorruptRunError(
-            f"run {path_text}: {entry['path']} has {size} bytes, the manifest says {entry['size']}"
-        )
+    source = _stored_version(run_dir, path_text, entry)
     target = source
     if to is not None:
         target = Path(to)
@@ -96,3 +87,20 @@ def restore(
     return RestoredFile(
         str(target.absolute()), path_text, name, entry["version"], entry["sha256"], entry["size"]
     )
+
+
+def _stored_version(run_dir: Path, path_text: str, entry: dict[str, Any]) -> Path:
+    """The stored version a manifest entry names, checked: inside the run, never through a
+    symbolic link, a regular file (a FIFO would block whoever opens ``.name``), of the size
+    the manifest records."""
+    rel = entry.get("path")
+    try:
+        source = check_regular(run_dir, rel, "saved file version")
+    except FileNotFoundError:
+        raise CorruptRunError(f"run {path_text}: the stored version {rel} is missing") from None
+    size = source.stat().st_size
+    if size != entry.get("size"):
+        raise CorruptRunError(
+            f"run {path_text}: {rel} has {size} bytes, the manifest says {entry.get('size')}"
+        )
+    return source

@@ -14,10 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._store.schema import LIST_NUMBER, LIST_STRING, NUMBER, STRING
-from .errors import LogValueError
+from .errors import LogValueError, UsageError
 
 RESERVED_PREFIX = "_"
 SEP = "/"
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 
 
 def _torch_scalar(v: Any) -> Any:
@@ -43,13 +45,13 @@ def normalize(key: str, v: Any) -> tuple[Any, str | None]:
     if t is int or t is bool:
         return _to_float(key, v), NUMBER
     if t is str:
-        return v, STRING
+        return check_text(key, v), STRING
     if v is None:
         return None, None
     if isinstance(v, (bool, int, float)):
         return _to_float(key, v), NUMBER
     if isinstance(v, str):
-        return str(v), STRING
+        return check_text(key, str(v)), STRING
     item = getattr(v, "item", None)
     shape = getattr(v, "shape", None)
     if shape is not None and hasattr(v, "dtype") and not hasattr(v, "dim"):  # numpy-like
@@ -81,9 +83,48 @@ def _to_float(key: str, v: Any) -> float:
         ) from None
 
 
+def check_text(key: str, text: str) -> str:
+    """A string Parquet can store: UTF-8 encodable, so no lone surrogate (``"\\ud800"``).
+
+    Such strings come from ``os.fsdecode`` of undecodable file names or from a JSON ``\\ud800``
+    escape; Arrow cannot encode them, and a flush holding one would fail. ASCII (the usual
+    case) is checked without encoding.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LogValueError(
+            f"key {key!r}: the string {text[:40]!r} has a lone surrogate "
+            f"({text[exc.start]!r} at position {exc.start}), which cannot be stored as UTF-8. "
+            "Decode the bytes it came from with errors='replace', or log "
+            "text.encode('utf-8', 'backslashreplace').decode() instead"
+        ) from None
+    return text
+
+
+def check_step(step: object) -> int:
+    """An explicit ``step=`` a segment's int64 ``_step`` column can hold.
+
+    Called by ``Run.log`` before the step moves: a step beyond int64 would make every later
+    flush of the run fail, so it is refused while the caller still has the row.
+    """
+    if type(step) is not int:
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise UsageError(f"step must be an int, got {type(step).__name__} {step!r}")
+        step = int(step)  # an int subclass such as an IntEnum member
+    if not INT64_MIN <= step <= INT64_MAX:
+        raise LogValueError(
+            f"step={step} does not fit in int64 (the _step column holds {INT64_MIN} to "
+            f"{INT64_MAX}); log a smaller step, or the large number as a value"
+        )
+    return step
+
+
 def _sequence(key: str, items: list[Any]) -> tuple[list[Any], str]:
     if all(isinstance(x, str) for x in items) and items:
-        return items, LIST_STRING
+        return [check_text(key, str(x)) for x in items], LIST_STRING
     out: list[Any] = []
     for x in items:
         if x is None:
@@ -99,8 +140,12 @@ def _sequence(key: str, items: list[Any]) -> tuple[list[Any], str]:
     return out, LIST_NUMBER
 
 
-def check_key(key: object) -> str:
-    """A key must be a non-empty string that does not start with '_' (localrun's columns)."""
+def check_key(key: object, prefix: str = "") -> str:
+    """A key must be a non-empty string that does not start with '_' (localrun's columns).
+
+    Returns ``prefix + key``: the full name, which is what must be storable (and named in an
+    error) when the key comes from a nested mapping.
+    """
     if not isinstance(key, str):
         raise LogValueError(
             f"log keys must be strings; got {type(key).__name__} {key!r}. Use str(key)."
@@ -110,7 +155,8 @@ def check_key(key: object) -> str:
             f"key {key!r} is reserved (keys starting with '_' are localrun's: _step, _timestamp, "
             "_runtime); rename it"
         )
-    return key
+    name = prefix + key
+    return check_text(name, name)
 
 
 def flatten(
@@ -120,7 +166,7 @@ def flatten(
     if out is None:
         out = {}
     for k, v in data.items():
-        name = prefix + check_key(k)
+        name = check_key(k, prefix)
         if isinstance(v, Mapping):
             flatten(v, name + SEP, out)
             continue

@@ -20,12 +20,14 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from ..errors import InvalidIdError
+from ..errors import InvalidIdError, UsageError
 from . import atomic
-from .layout import FILES, check_file_name
+from .layout import FILES, check_file_name, inside, safe_dir
+from .safe_io import USER_HINT, open_regular
 
 VERSIONS = ".versions"
 _CHUNK = 1 << 20
@@ -35,9 +37,14 @@ def version_path(run_dir: Path, name: str, attempt: int, seq: int) -> Path:
     return run_dir / FILES / VERSIONS / f"{attempt:04d}-{seq:06d}" / name
 
 
+def _open_user_file(path: Path) -> BinaryIO:
+    """A user's file (links followed): a FIFO matched by a glob must not block ``save``."""
+    return open_regular(path, follow=True, error=UsageError, hint=USER_HINT)
+
+
 def _copy_hashing(src: Path, dst: Path) -> str:
     digest = hashlib.sha256()
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
+    with _open_user_file(src) as fin, open(dst, "wb") as fout:
         while chunk := fin.read(_CHUNK):
             digest.update(chunk)
             fout.write(chunk)
@@ -45,8 +52,9 @@ def _copy_hashing(src: Path, dst: Path) -> str:
 
 
 def sha256_of(path: Path) -> str:
+    """The SHA-256 of a user's file (to skip storing an unchanged version, or to compare)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with _open_user_file(path) as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -56,9 +64,10 @@ def publish_version(run_dir: Path, src: Path, name: str, attempt: int, seq: int)
     """Copy ``src`` in as a new immutable version of ``name``; return its manifest entry."""
     name = check_file_name(name)
     final = version_path(run_dir, name, attempt, seq)
-    _check_no_clash(run_dir, name)
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
+        safe_dir(run_dir, FILES)
+        _check_no_clash(run_dir, name)
+        safe_dir(run_dir, final.parent.relative_to(run_dir).as_posix())
     except OSError as exc:
         raise atomic.storage_error(exc, "create the folder for", final) from exc
     digest: list[str] = []
@@ -75,25 +84,39 @@ def publish_version(run_dir: Path, src: Path, name: str, attempt: int, seq: int)
 
 
 def _check_no_clash(run_dir: Path, name: str) -> None:
-    """``a`` and ``a/b`` cannot both be files: say so before anything is written."""
+    """``a`` and ``a/b`` cannot both be files: say so before anything is written.
+
+    Never follows a link out of the run (:func:`inside` refuses one on the way).
+    """
     parts = name.split("/")
-    base = run_dir / FILES
     for i in range(1, len(parts)):
-        if (base / "/".join(parts[:i])).is_file():
+        prefix = "/".join(parts[:i])
+        if _mode(inside(run_dir, f"{FILES}/{prefix}", "saved file"), stat.S_ISREG):
             raise InvalidIdError(
-                f"cannot save {name!r}: the run already has a file named {'/'.join(parts[:i])!r}"
+                f"cannot save {name!r}: the run already has a file named {prefix!r}"
             )
-    if (base / name).is_dir():
+    if _mode(inside(run_dir, f"{FILES}/{name}", "saved file"), stat.S_ISDIR):
         raise InvalidIdError(f"cannot save {name!r}: the run has a folder of files by that name")
 
 
+def _mode(path: Path, test: Callable[[int], bool]) -> bool:
+    try:
+        return test(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 def point_latest(run_dir: Path, name: str, entry: dict[str, Any]) -> None:
-    """Make ``files/<name>`` the given version (a hard link, replaced atomically)."""
-    latest = run_dir / FILES / name
-    latest.parent.mkdir(parents=True, exist_ok=True)
+    """Make ``files/<name>`` the given version (a hard link, replaced atomically).
+
+    Every folder on the way is checked (:func:`safe_dir`): the link is never made outside.
+    """
+    latest = inside(run_dir, f"{FILES}/{check_file_name(name)}", "saved file")
+    safe_dir(run_dir, latest.parent.relative_to(run_dir).as_posix())
+    source = inside(run_dir, entry["path"], "saved file version")
     tmp = atomic.temp_path(latest)
     try:
-        os.link(run_dir / entry["path"], tmp)
+        os.link(source, tmp, follow_symlinks=False)
         os.replace(tmp, latest)
     except OSError:
         tmp.unlink(missing_ok=True)
@@ -108,10 +131,14 @@ def latest_entry(m: dict[str, Any], name: str) -> dict[str, Any] | None:
 
 
 def copy_out(src: Path, dest: Path) -> None:
-    """Copy a stored version out of the run (atomically, so ``dest`` is never half written)."""
+    """Copy a stored version out of the run (atomically, so ``dest`` is never half written).
+
+    ``src`` is opened as a regular file only, never through a link: see ``safe_io``.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: Path) -> None:
-        shutil.copyfile(src, tmp)
+        with open_regular(src) as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, _CHUNK)
 
     atomic.replace_file(dest, write)

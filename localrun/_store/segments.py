@@ -7,16 +7,69 @@ or corrupt manifest can be rebuilt from the segments alone (``localrun verify --
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import CorruptRunError
 from . import atomic
-from .layout import HISTORY, parse_segment_name, segment_name
+from .layout import HISTORY, parse_segment_name, run_label, safe_dir, segment_name
+from .safe_io import open_inside, open_regular
 
 META_KEY = b"localrun"
+# What reading a damaged segment raises, whatever pyarrow makes of it (ArrowInvalid is a
+# ValueError, ArrowIOError an OSError); a missing file is FileNotFoundError, caught before.
+DAMAGE_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError, KeyError, IndexError)
+
+
+def damaged(run_dir: Path, rel: str, why: object) -> CorruptRunError:
+    """The error for a listed segment that cannot be read as written."""
+    return CorruptRunError(
+        f"run {run_label(run_dir)}: segment {rel} is damaged ({why}); run `localrun verify "
+        f"--repair {run_label(run_dir)}` to set it aside (its rows are lost, the others read)"
+    )
+
+
+def read_table(run_dir: Path, rel: object, columns: list[str] | None = None) -> pa.Table:
+    """The rows of segment ``rel`` (a path from the manifest), read without leaving the run.
+
+    Raises :class:`CorruptRunError` for a path out of the run, a link, a FIFO or a damaged
+    file; ``FileNotFoundError`` when it is missing.
+    """
+    with open_inside(run_dir, rel, "segment") as f:
+        try:
+            return pq.read_table(f, columns=columns)
+        except DAMAGE_ERRORS as exc:
+            raise damaged(run_dir, str(rel), exc) from exc
+
+
+def problem(run_dir: Path, entry: dict[str, Any]) -> str | None:
+    """What is wrong with a listed segment, or None: for ``localrun verify``.
+
+    Footer only (O(1) per segment): the file must be a readable segment with a ``_step``
+    column and as many rows as the manifest says.
+    """
+    rel = entry.get("file")
+    try:
+        with open_inside(run_dir, rel, "segment") as f:
+            md = pq.read_metadata(f)
+            if "_step" not in md.schema.names:
+                return f"segment {rel} has no _step column"
+            if md.num_rows != entry.get("rows"):
+                return (
+                    f"segment {rel} holds {md.num_rows} rows, the manifest says {entry.get('rows')}"
+                )
+    except FileNotFoundError:
+        return f"listed segment {rel} is missing: its rows are lost"
+    except CorruptRunError as exc:
+        return str(exc)
+    except DAMAGE_ERRORS as exc:
+        return f"segment {rel} is damaged ({exc})"
+    return None
 
 
 def write(
@@ -26,8 +79,9 @@ def write(
 
     Raises ``FileExistsError`` rather than overwrite a segment (a stale writer's late flush).
     """
-    hist = run_dir / HISTORY
-    hist.mkdir(exist_ok=True)
+    if table.num_rows == 0:
+        raise ValueError("a segment holds at least one row; skip an empty batch")
+    hist = safe_dir(run_dir, HISTORY)
     name = segment_name(attempt, seq)
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta, default=str).encode()})
     atomic.publish_file(hist / name, lambda p: pq.write_table(table, p))
@@ -56,7 +110,7 @@ def merge(
     Compaction: it keeps the manifest short for runs that flush every few seconds for days.
     The caller commits the new entry in place of the old ones, then removes the old files.
     """
-    tables = [pq.read_table(run_dir / e["file"]) for e in entries]
+    tables = [read_table(run_dir, e["file"]) for e in entries]
     merged = pa.concat_tables(
         [t.replace_schema_metadata(None) for t in tables], promote_options="default"
     )
@@ -74,7 +128,9 @@ def entry_from_footer(run_dir: Path, rel: str) -> dict[str, Any]:
     parsed = parse_segment_name(path.name)
     if parsed is None:
         raise ValueError(f"{path.name} is not a segment name")
-    md = pq.read_metadata(path)
+    with open_inside(run_dir, rel, "segment") as f:
+        md = pq.read_metadata(f)
+        size = os.fstat(f.fileno()).st_size
     idx = md.schema.names.index("_step")
     lo: int | None = None
     hi: int | None = None
@@ -93,12 +149,55 @@ def entry_from_footer(run_dir: Path, rel: str) -> dict[str, Any]:
         "rows": md.num_rows,
         "min_step": int(lo),
         "max_step": int(hi),
-        "bytes": path.stat().st_size,
+        "bytes": size,
     }
 
 
 def footer_meta(path: Path) -> dict[str, Any]:
     """The localrun metadata stored in a segment's footer (run identity, config)."""
-    kv = pq.read_schema(path).metadata or {}
+    with open_regular(path) as f:
+        kv = pq.read_schema(f).metadata or {}
     raw = kv.get(META_KEY)
     return json.loads(raw) if raw else {}
+
+
+def read_rows(f: BinaryIO, seg: dict[str, Any], bound: int | None, schema: pa.Schema) -> pa.Table:
+    """The rows of an open listed segment in the run's ``schema`` (what ``history()`` reads).
+
+    Rows above ``bound`` (a rewind) are left out. A file that is not what the manifest lists
+    (no ``_step``, other rows, a column of another kind) raises ``ValueError``; damaged Parquet
+    raises whatever pyarrow does: the caller turns :data:`DAMAGE_ERRORS` into :func:`damaged`.
+    """
+    pf = pq.ParquetFile(f)
+    types = {field.name: field.type for field in pf.schema_arrow}
+    if "_step" not in types:
+        raise ValueError("it has no _step column")
+    if pf.metadata.num_rows != seg.get("rows", pf.metadata.num_rows):
+        raise ValueError(f"it holds {pf.metadata.num_rows} rows, the manifest says {seg['rows']}")
+    for field in schema:
+        have = types.get(field.name)
+        if have is not None and not _same_type(have, field.type):
+            raise ValueError(f"its column {field.name!r} is {have}, the run's is {field.type}")
+    table = pf.read(columns=[n for n in schema.names if n in types])
+    if bound is not None and seg["max_step"] > bound:
+        table = table.filter(pc.less_equal(table.column("_step"), bound))
+    n = table.num_rows
+    arrays = []
+    for field in schema:
+        if field.name == "_attempt":
+            arrays.append(pa.array([seg["attempt"]] * n, pa.int64()))
+        elif field.name in types:
+            arrays.append(table.column(field.name).cast(field.type))
+        else:
+            arrays.append(pa.nulls(n, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _same_type(have: pa.DataType, want: pa.DataType) -> bool:
+    """A segment column fits the run's schema: the same type (list field names aside), or all
+    nulls."""
+    if have == want or pa.types.is_null(have):
+        return True
+    return bool(
+        pa.types.is_list(have) and pa.types.is_list(want) and have.value_type == want.value_type
+    )
