@@ -18,9 +18,8 @@ import pyarrow as pa
 
 from . import _settings
 from ._resume import job_key, remove_marker
-from ._store import atomic
+from ._store import atomic, segments
 from ._store import manifest as mf
-from ._store import segments
 from ._store.layout import (
     FILES,
     HISTORY,

@@ -34,14 +34,16 @@ from ._resume import job_key, marker_path, read_marker, remove_marker, write_mar
 from ._store import manifest as mf
 from ._store import segments
 from ._store.files import point_latest
+from ._store.layout import inside
 from ._store.layout import run_dir as make_run_dir
 from ._store.lease import beat
 from ._store.ownership import Claim, create, release, take_over, wait_for_manifest
 from ._store.schema import NUMBER
-from ._values import check_key, flatten, kind_conflict, normalize
+from ._values import check_key, check_step, flatten, kind_conflict, normalize
 from .errors import (
     CorruptRunError,
     LocalrunError,
+    LocalrunWarning,
     LockTimeout,
     RunExistsError,
     RunNotFoundError,
@@ -312,8 +314,7 @@ class Run:
         row = self._validate(data)
         with self._lock:
             if step is not None:
-                if not isinstance(step, int) or isinstance(step, bool):
-                    raise UsageError(f"step must be an int, got {step!r}")
+                step = check_step(step)
                 if step < self._step:
                     self._dropped += 1
                     self._dirty = True
@@ -324,11 +325,10 @@ class Run:
                             f"{self._step}; the data is dropped (and later ones like it, counted "
                             "in the manifest's dropped_steps). To log from an older checkpoint, "
                             "rewind the run (init(..., rewind_to=N) or run.rewind(N))",
+                            LocalrunWarning,
                             stacklevel=3,
                         )
                     return
-                if step >= _INT64:
-                    raise UsageError(f"step={step} does not fit the int64 _step column")
                 if step > self._step:
                     if self._row:
                         self._commit_row(self._row)
@@ -411,7 +411,12 @@ class Run:
                 "config": config,
             }
             while self._backlog:
-                table = to_table(self._backlog[0], kinds, self._runtime_base, self._t0)
+                table = to_table(
+                    self._backlog[0], kinds, self._runtime_base, self._t0, where=self.path
+                )
+                if table.num_rows == 0:  # every row of the batch was refused (logged)
+                    self._backlog.pop(0)
+                    continue
                 try:
                     entry = segments.write(self.dir, self.attempt, self._seq, table, meta)
                 except FileExistsError:
@@ -488,7 +493,7 @@ class Run:
             self._update(swap)
             self._mine[-fanout:] = [merged]
             for rel in old:
-                (self.dir / rel).unlink(missing_ok=True)
+                inside(self.dir, rel, "segment").unlink(missing_ok=True)
 
     def _update(self, change: Callable[[mf.Manifest], None]) -> None:
         """Read-modify-write the manifest as this attempt's owner: the fence (DESIGN §5).
@@ -572,8 +577,9 @@ class Run:
         For resuming from a checkpoint older than the last logged step. Nothing is deleted;
         ``history(all_attempts=True)`` still shows the hidden rows.
         """
-        if not isinstance(step, int) or step < -1:
+        if isinstance(step, bool) or not isinstance(step, int) or step < -1:
             raise UsageError(f"rewind step must be an int >= -1, got {step!r}")
+        step = check_step(step)
         self._flush()
         seq = self._seq
 
@@ -682,13 +688,25 @@ def init(
     its last attempt did not finish cleanly). Arguments beat ``LOCALRUN_*`` variables.
     """
     global _current
-    if _current is not None and not _current._ended and _current._pid == os.getpid():
-        _current.finish()
+    previous = _current
+    if previous is not None and not previous._ended and previous._pid == os.getpid():
+        try:
+            previous.finish()
+        except LocalrunError as exc:
+            _current = None
+            warnings.warn(
+                f"localrun: could not finish the previous run {previous.path} ({exc}); starting "
+                "the new run anyway. Its unsaved rows stay buffered: call finish() on it to retry",
+                LocalrunWarning,
+                stacklevel=2,
+            )
     s = _settings.resolve(
         dir=dir, project=project, id=id, resume=resume, force=force, flush_interval=flush_interval
     )
-    if rewind_to is not None and (not isinstance(rewind_to, int) or rewind_to < -1):
-        raise UsageError(f"rewind_to must be an int >= -1 (a step), got {rewind_to!r}")
+    if rewind_to is not None:
+        if isinstance(rewind_to, bool) or not isinstance(rewind_to, int) or rewind_to < -1:
+            raise UsageError(f"rewind_to must be an int >= -1 (a step), got {rewind_to!r}")
+        rewind_to = check_step(rewind_to)
     mf.ensure_root(s.root)
     marker: Path | None = None
     mode, run_id = s.resume, s.run_id
@@ -712,6 +730,7 @@ def init(
             "localrun: resume='allow' without an id can never resume: a new id is made for "
             "every run. Pass id=... (or set LOCALRUN_RUN_ID), or use resume=True to resume "
             "this job's run automatically",
+            LocalrunWarning,
             stacklevel=2,
         )
     if mode == "must" and run_id is None:

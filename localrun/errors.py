@@ -13,6 +13,11 @@ This module imports nothing of localrun: everything else may import it.
 from __future__ import annotations
 
 
+class LocalrunWarning(UserWarning):
+    """Every warning localrun gives (a dropped step, a resume that can never happen, ...):
+    filter them by this category."""
+
+
 class LocalrunError(Exception):
     """Root of every error localrun raises on purpose."""
 

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import CorruptRunError, StorageError
 from .identity import HOST
 from .layout import TMP_TAG
+from .safe_io import read_regular_bytes
 
 # Errors a reader on NFS sees while a writer replaces a file: retry them, they pass.
 _TRANSIENT = {errno.ESTALE, errno.ENOENT}
@@ -123,7 +124,7 @@ def read_json(path: Path, attempts: int = 8) -> Any:
     for i in range(attempts):
         last = i == attempts - 1
         try:
-            return json.loads(path.read_bytes())
+            return json.loads(read_regular_bytes(path))  # a FIFO or a link there never hangs
         except FileNotFoundError:
             if last:
                 raise

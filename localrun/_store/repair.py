@@ -16,11 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from . import manifest as mf
-from . import revisions
-from .layout import HISTORY, QUARANTINE, parse_segment_name, segment_name
+from . import revisions, segments
+from .layout import HISTORY, QUARANTINE, inside, parse_segment_name, safe_dir, segment_name
 from .options import DEFAULT, StoreOptions
 from .schema import NUMBER, kind_of_arrow
 from .segments import entry_from_footer, footer_meta
@@ -44,6 +42,9 @@ def adopt_orphans(run_dir: Path, m: mf.Manifest) -> list[str]:
     orphans that continue the step sequence are adopted; anything else (a superseded writer's
     late flush, an unreadable file) is moved to ``quarantine/``, never deleted.
     """
+    hist = safe_dir(run_dir, HISTORY, create=False)  # a symlinked history/ is refused here
+    if not hist.is_dir():
+        return []
     listed = {s["file"] for s in m["segments"]}
     newest = max((a["attempt"] for a in m["attempts"]), default=0)
     adopted: list[str] = []
@@ -71,7 +72,7 @@ def adopt_orphans(run_dir: Path, m: mf.Manifest) -> list[str]:
 
 
 def _adopt(run_dir: Path, m: mf.Manifest, entry: dict[str, Any]) -> None:
-    table = pq.read_table(run_dir / entry["file"])
+    table = segments.read_table(run_dir, entry["file"])
     _learn_columns(m, table)
     m["segments"].append(entry)
     m["last_step"] = entry["max_step"]
@@ -96,9 +97,10 @@ def _learn_columns(m: mf.Manifest, table: Any) -> None:
 
 
 def quarantine(run_dir: Path, rel: str, why: str) -> None:
-    dest = run_dir / QUARANTINE / rel.replace("/", "__")
-    dest.parent.mkdir(exist_ok=True)
-    os.replace(run_dir / rel, dest)
+    """Set a file aside inside the run (never deleted; never moved in or out through a link)."""
+    source = inside(run_dir, rel, "file")
+    dest = safe_dir(run_dir, QUARANTINE) / rel.replace("/", "__")
+    os.replace(source, dest)
     log.warning("moved %s of run %s to %s: %s", rel, run_dir, dest, why)
 
 
@@ -110,7 +112,7 @@ def rebuild(run_dir: Path, opts: StoreOptions = DEFAULT) -> bool:
     last row. Returns False, changing nothing, when there is no segment: a folder without state
     or history is not a run. A damaged manifest.json is kept as ``manifest.json.corrupt-<time>``.
     """
-    hist = run_dir / HISTORY
+    hist = safe_dir(run_dir, HISTORY, create=False)
     names = sorted(
         (p.name for p in (hist.iterdir() if hist.is_dir() else []) if parse_segment_name(p.name)),
         key=lambda n: parse_segment_name(n) or (0, 0),
@@ -123,7 +125,7 @@ def rebuild(run_dir: Path, opts: StoreOptions = DEFAULT) -> bool:
         rel = f"{HISTORY}/{name}"
         try:
             entry = entry_from_footer(run_dir, rel)
-            table = pq.read_table(run_dir / rel)
+            table = segments.read_table(run_dir, rel)
         except Exception as exc:  # an unreadable segment is set aside, whatever the cause
             quarantine(run_dir, rel, f"unreadable while rebuilding the run: {exc}")
             continue

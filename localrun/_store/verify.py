@@ -9,20 +9,28 @@ stray temp files, and a dead owner still recorded as running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from ..errors import CorruptRunError, FormatVersionError, RunNotFoundError
 from . import manifest as mf
-from . import revisions
+from . import revisions, segments
 from .atomic import read_json
 from .identity import HOST, pid_alive
-from .layout import HISTORY, LOG, MANIFEST, MANIFEST_LOCK, QUARANTINE, TMP_TAG, is_temp
+from .layout import (
+    HISTORY,
+    LOG,
+    MANIFEST,
+    MANIFEST_LOCK,
+    QUARANTINE,
+    TMP_TAG,
+    is_temp,
+    safe_dir,
+)
 from .lease import Watch, describe, is_valid, judge, provably_dead
 from .options import DEFAULT, StoreOptions
 from .repair import adopt_orphans, mark_crashed, quarantine, rebuild
@@ -54,6 +62,7 @@ class Report:
 @dataclass
 class _Findings:
     missing: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     dead_owner: bool = False
     hint_stale: bool = False
@@ -83,6 +92,7 @@ def verify_run(
     _check_temps(run_dir, rep, repair)
     if repair and (
         found.missing
+        or found.damaged
         or found.orphans
         or found.dead_owner
         or found.hint_stale
@@ -109,12 +119,15 @@ def _check(run_dir: Path, snap: revisions.Snapshot, rep: Report) -> _Findings:
             found.hint_stale = True
         if found.hint_stale:
             rep.problems.append(f"{MANIFEST} is not a copy of the newest revision {snap.rev}")
-    found.missing = [s["file"] for s in m["segments"] if not (run_dir / s["file"]).is_file()]
-    for f in found.missing:
-        rep.problems.append(f"listed segment {f} is missing: its rows are lost")
-    _check_steps(run_dir, m, set(found.missing), rep)
+    for seg in m["segments"]:
+        problem = segments.problem(run_dir, seg)
+        if problem is None:
+            continue
+        rep.problems.append(problem)
+        (found.missing if "is missing" in problem else found.damaged).append(seg["file"])
+    _check_steps(run_dir, m, {*found.missing, *found.damaged}, rep)
     listed = {s["file"] for s in m["segments"]}
-    hist = run_dir / HISTORY
+    hist = safe_dir(run_dir, HISTORY, create=False)
     found.orphans = sorted(
         f"{HISTORY}/{p.name}"
         for p in (hist.iterdir() if hist.is_dir() else [])
@@ -151,8 +164,7 @@ def _check_steps(run_dir: Path, m: mf.Manifest, missing: set[str], rep: Report) 
         if seg["file"] in missing:
             continue
         try:
-            steps = pq.read_table(run_dir / seg["file"], columns=["_step"]).column("_step")
-            values = steps.to_pylist()
+            values = segments.read_table(run_dir, seg["file"], ["_step"]).column(0).to_pylist()
         except Exception as exc:  # whatever pyarrow raises on a damaged file
             rep.problems.append(
                 f"segment {seg['file']} cannot be read ({exc}); `localrun verify --repair` "
@@ -189,11 +201,18 @@ def _repair(run_dir: Path, found: _Findings, rep: Report, ttl_s: float, opts: St
 
     def fix(m: mf.Manifest) -> None:
         notes.clear()  # a commit that lost the race runs again on the newer state
-        missing = [s["file"] for s in m["segments"] if not (run_dir / s["file"]).is_file()]
+        listed = {s["file"] for s in m["segments"]}
+        missing = [f for f in found.missing if f in listed]
+        damaged = [f for f in found.damaged if f in listed]
+        if missing or damaged:
+            m["segments"] = [s for s in m["segments"] if s["file"] not in {*missing, *damaged}]
+            m.setdefault("lost_segments", []).extend([*missing, *damaged])
         if missing:
-            m["segments"] = [s for s in m["segments"] if s["file"] not in missing]
-            m.setdefault("lost_segments", []).extend(missing)
             notes.append(f"dropped {len(missing)} missing segment(s) from the run")
+        for rel in damaged:
+            with contextlib.suppress(FileNotFoundError):
+                quarantine(run_dir, rel, "damaged: its rows cannot be read")
+            notes.append(f"set the damaged segment {rel} aside (quarantine/); its rows are lost")
         if owner_gone:
             for rel in adopt_orphans(run_dir, m):
                 notes.append(f"adopted {rel}")
