@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, overload
 
 from ._query import Api
 from ._store import manifest as mf
@@ -41,18 +41,45 @@ class RestoredFile:
         return open(self.name, mode)
 
 
+@overload
 def restore(
     name: str,
     run_path: str | None = None,
     replace: bool = False,
     root: str | os.PathLike[str] | None = None,
     to: str | os.PathLike[str] | None = None,
-) -> RestoredFile:
+    missing_ok: Literal[False] = False,
+) -> RestoredFile: ...
+
+
+@overload
+def restore(
+    name: str,
+    run_path: str | None = None,
+    replace: bool = False,
+    root: str | os.PathLike[str] | None = None,
+    to: str | os.PathLike[str] | None = None,
+    *,
+    missing_ok: bool,
+) -> RestoredFile | None: ...
+
+
+def restore(
+    name: str,
+    run_path: str | None = None,
+    replace: bool = False,
+    root: str | os.PathLike[str] | None = None,
+    to: str | os.PathLike[str] | None = None,
+    missing_ok: bool = False,
+) -> RestoredFile | None:
     """The latest saved version of ``name``: from the current run, or from ``run_path``
     ("project/run_id") under ``root``.
 
     ``to``: copy it to that path (a folder keeps the name); an existing different file there is
-    an error unless ``replace``. Raises :class:`RunNotFoundError` naming the files the run has.
+    an error unless ``replace``. Raises :class:`RunNotFoundError` naming the files the run has,
+    or, with ``missing_ok=True``, returns None: the resume pattern for a run that was killed
+    before its first checkpoint (``ckpt = restore("model.pt", missing_ok=True)``; train from
+    scratch when it is None) never wedges a job that is relaunched again and again.
     """
     if run_path is None:
         run = current()
@@ -68,6 +95,8 @@ def restore(
     m = mf.load(run_dir)
     entry = latest_entry(m, name)
     if entry is None:
+        if missing_ok:
+            return None
         have = sorted(m.get("files") or {})
         raise RunNotFoundError(
             f"run {path_text} has no saved file {name!r}; its files: {', '.join(have) or 'none'}"

@@ -24,6 +24,7 @@ LOCALRUN_STALE_LOCK        seconds before a strict claim is stale   > 0 (30)
 LOCALRUN_LOCK              which mutex                              auto/flock/strict (auto)
 LOCALRUN_COMPACT_FANOUT    segments merged per compaction           int 2..1024 (16)
 LOCALRUN_KEEP_REVISIONS    old revisions kept in log/               int >= 1 (64)
+LOCALRUN_KEEP_VERSIONS     versions kept per saved file name        int >= 0, 0 = all (5)
 LOCALRUN_WATCH             how run.save(policy="live") watches      auto/native/poll (auto)
 ========================== ======================================== =========================
 """
@@ -72,6 +73,7 @@ KNOWN = (
     "LOCALRUN_LOCK",
     "LOCALRUN_COMPACT_FANOUT",
     "LOCALRUN_KEEP_REVISIONS",
+    "LOCALRUN_KEEP_VERSIONS",
     "LOCALRUN_WATCH",
     "LOCALRUN_TOKEN",  # read by the sync side (the sync issue); listed so it is not a typo
 )
@@ -172,9 +174,18 @@ class Settings:
     flush_rows: int
     lease_ttl: float
     compact_fanout: int
+    keep_versions: int  # per saved file name; 0 keeps every version
     resume_key: str | None
     watch: WatchKind
     store: StoreOptions
+
+
+def _keep_versions(given: int | None) -> int:
+    if given is None:
+        return _int("LOCALRUN_KEEP_VERSIONS", 5, 0)
+    if isinstance(given, bool) or not isinstance(given, int) or given < 0:
+        raise UsageError(f"keep_versions={given!r} must be an int >= 0 (0 keeps every version)")
+    return given
 
 
 def resolve_resume(resume: bool | str | None, run_id: str | None) -> tuple[ResumeMode, str | None]:
@@ -225,6 +236,7 @@ def resolve(
     resume: bool | str | None,
     force: bool | None,
     flush_interval: float | None,
+    keep_versions: int | None = None,
 ) -> Settings:
     run_id = id if id is not None else env_text("LOCALRUN_RUN_ID")
     mode, run_id = resolve_resume(resume, run_id)
@@ -249,6 +261,7 @@ def resolve(
         flush_rows=_int("LOCALRUN_FLUSH_ROWS", 10_000, 1),
         lease_ttl=lease_ttl(),
         compact_fanout=_int("LOCALRUN_COMPACT_FANOUT", 16, 2, 1024),
+        keep_versions=_keep_versions(keep_versions),
         resume_key=env_text("LOCALRUN_RESUME_KEY"),
         watch=watch_kind(),
         store=store_options(),

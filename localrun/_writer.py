@@ -33,7 +33,7 @@ from ._files import FileSaver
 from ._resume import job_key, marker_path, read_marker, remove_marker, write_marker
 from ._store import manifest as mf
 from ._store import segments
-from ._store.files import point_latest
+from ._store.files import point_latest, remove_version
 from ._store.layout import inside
 from ._store.layout import run_dir as make_run_dir
 from ._store.lease import beat
@@ -200,6 +200,12 @@ class Run:
     @property
     def config(self) -> Config:
         return self._config
+
+    @property
+    def files(self) -> list[str]:
+        """The names of the files this run holds (committed with ``save``), sorted: what
+        ``localrun.restore(name)`` can bring back."""
+        return sorted(name for name, v in (mf.load(self.dir).get("files") or {}).items() if v)
 
     @property
     def settings(self) -> _settings.Settings:
@@ -433,6 +439,8 @@ class Run:
                 self._backlog.pop(0)
             runtime = self._runtime_base + (time.time() - self._t0)
             pending = list(self._pending)
+            keep = self._settings.keep_versions
+            retired: list[dict[str, Any]] = []  # versions past the bound, removed once committed
 
             def commit(m: mf.Manifest) -> None:
                 listed = {s["file"] for s in m["segments"]}
@@ -447,12 +455,16 @@ class Run:
                 m["runtime"] = runtime
                 m["dropped_steps"] = dropped
                 _beat(m)
+                retired.clear()  # a commit that lost the race runs again on the newer state
                 if files:
                     stored = m.setdefault("files", {})
                     for name, entry in files:
                         versions = stored.setdefault(name, [])
                         if entry not in versions:
                             versions.append(entry)
+                        if keep and len(versions) > keep:
+                            retired.extend(versions[:-keep])
+                            stored[name] = versions[-keep:]
                 if end is not None:
                     release(m, self._token, end[0], end[1], self.attempt)
 
@@ -465,6 +477,8 @@ class Run:
             self._mine.extend(pending)
             for name, entry in files or ():
                 point_latest(self.dir, name, entry)
+            for old in retired:
+                remove_version(self.dir, old)
             if end is None:
                 self._compact(meta)
 
@@ -680,12 +694,15 @@ def init(
     force: bool | None = None,
     allow_val_change: bool = False,
     flush_interval: float | None = None,
+    keep_versions: int | None = None,
 ) -> Run:
     """Start a run, or resume one, and make it the process's current run (docs/resuming.md).
 
     ``resume``: None/False/"never" (default: the id must be new), "allow" (resume if it exists),
     "must" (it must exist), a run id (resume that run), True/"auto" (resume this job's run if
     its last attempt did not finish cleanly). Arguments beat ``LOCALRUN_*`` variables.
+    ``keep_versions``: how many versions of each saved file name to keep (the newest always
+    stays; 0 keeps all; default 5, or ``LOCALRUN_KEEP_VERSIONS``).
     """
     global _current
     previous = _current
@@ -701,7 +718,13 @@ def init(
                 stacklevel=2,
             )
     s = _settings.resolve(
-        dir=dir, project=project, id=id, resume=resume, force=force, flush_interval=flush_interval
+        dir=dir,
+        project=project,
+        id=id,
+        resume=resume,
+        force=force,
+        flush_interval=flush_interval,
+        keep_versions=keep_versions,
     )
     if rewind_to is not None:
         if isinstance(rewind_to, bool) or not isinstance(rewind_to, int) or rewind_to < -1:

@@ -30,6 +30,7 @@ def _start(script: str, root: Path, cwd: Path, **env: str) -> subprocess.Popen[s
                 root,
                 EPOCHS=str(epochs),
                 LOCALRUN_FLUSH_INTERVAL=str(FLUSH),
+                LOCALRUN_KEEP_VERSIONS="0",  # these tests read every checkpoint version back
                 KERAS_BACKEND="torch",
                 **env,
             ),

@@ -154,3 +154,47 @@ def test_end_policy_saves_at_finish(root: Path, work: Path) -> None:
     assert localrun.Api(root).run("p/r").files() == {}
     run.finish()
     assert localrun.Api(root).run("p/r").file_path("final.txt").read_text() == "done"
+
+
+def test_saved_versions_are_bounded_and_the_newest_kept(root: Path, work: Path) -> None:
+    ckpt = work / "model-best.keras"
+    with localrun.init(project="p", id="r", dir=root, keep_versions=3) as run:
+        for epoch in range(12):
+            ckpt.write_bytes(f"weights of epoch {epoch}".encode())
+            run.save(str(ckpt))
+        assert run.files == ["model-best.keras"]
+    stored = localrun.Api(root).run("p/r")
+    versions = stored.file_versions("model-best.keras")
+    assert len(versions) == 3
+    assert [stored.file_path("model-best.keras", v["version"]).read_bytes() for v in versions] == [
+        b"weights of epoch 9",
+        b"weights of epoch 10",
+        b"weights of epoch 11",
+    ]
+    on_disk = sorted(p.name for p in (stored.dir / "files" / ".versions").iterdir())
+    assert on_disk == [v["version"] for v in versions]  # retired versions are gone from disk
+    assert localrun.Api(root).verify("p/r")[0].ok
+
+
+def test_keep_versions_zero_keeps_every_version(
+    root: Path, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCALRUN_KEEP_VERSIONS", "0")
+    ckpt = work / "ckpt.pt"
+    with localrun.init(project="p", id="r", dir=root) as run:
+        for epoch in range(8):
+            ckpt.write_bytes(bytes([epoch]) * 10)
+            run.save(str(ckpt))
+    assert len(localrun.Api(root).run("p/r").file_versions("ckpt.pt")) == 8
+
+
+def test_restore_missing_ok_is_the_way_to_start_from_scratch(root: Path) -> None:
+    """A job killed before its first checkpoint must not wedge on every relaunch."""
+    for attempt in range(3):
+        run = localrun.init(project="p", id="r", dir=root, resume="allow")
+        assert localrun.restore("model-best.keras", missing_ok=True) is None
+        with pytest.raises(localrun.RunNotFoundError, match="no saved file"):
+            localrun.restore("model-best.keras")
+        assert run.files == []
+        run.finish(1)  # "crashes" again before saving anything
+        assert localrun.Api(root).run("p/r").attempts[-1]["attempt"] == attempt + 1

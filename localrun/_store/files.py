@@ -16,6 +16,7 @@ name; it, not the ``files/<name>`` link, is what ``restore`` trusts.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import stat
@@ -24,12 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import InvalidIdError, UsageError
+from ..errors import CorruptRunError, InvalidIdError, UsageError
 from . import atomic
 from .layout import FILES, check_file_name, inside, safe_dir
 from .safe_io import USER_HINT, open_regular
 
 VERSIONS = ".versions"
+log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 
 
@@ -142,3 +144,20 @@ def copy_out(src: Path, dest: Path) -> None:
             shutil.copyfileobj(fin, fout, _CHUNK)
 
     atomic.replace_file(dest, write)
+
+
+def remove_version(run_dir: Path, entry: dict[str, Any]) -> None:
+    """Delete a saved version that the newest revision no longer lists (the retention bound).
+
+    Called only after that revision is committed, so no reader of the newest state can miss it;
+    a reader holding an older snapshot gets a clear "missing version" error and re-reads.
+    """
+    try:
+        path = inside(run_dir, entry["path"], "saved version")
+        path.unlink(missing_ok=True)
+        folder = path.parent
+        while folder != run_dir / FILES / VERSIONS and folder.is_relative_to(run_dir):
+            folder.rmdir()  # an empty version folder; stops at the first that is not empty
+            folder = folder.parent
+    except (OSError, CorruptRunError) as exc:
+        log.debug("could not remove the retired version %s: %s", entry.get("path"), exc)
