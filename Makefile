@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-nfs lint bench clean
+.PHONY: demo test test-nfs lint bench dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,13 @@ test-nfs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_log.py
 	$(BIN)/python benchmarks/bench_resume.py
+
+# The wheel (dist/localrun_tracker-<version>-py3-none-any.whl) for machines without the checkout.
+# pip builds it with the build backend pyproject.toml names (hatchling), in an isolated env.
+# Only the wheel: pip cannot build an sdist, and the checkout itself is the source.
+dist: $(BIN)/python
+	rm -f dist/localrun_tracker-*.whl
+	$(BIN)/pip wheel -q --no-deps -w dist .
 
 clean:
 	rm -rf $(VENV) localruns .pytest_cache .mypy_cache .ruff_cache

@@ -23,7 +23,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     print(
         f"localrun: the command line needs the 'cli' extra ({exc.name} is missing): "
-        "pip install 'localrun[cli]'",
+        "pip install 'click>=8.1' 'rich>=13'",
         file=sys.stderr,
     )
     raise SystemExit(2) from None

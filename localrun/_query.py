@@ -502,15 +502,11 @@ def _convert(table: pa.Table, format: str) -> Any:
         try:
             return table.to_pandas()
         except ImportError:
-            raise UsageError(
-                "format='pandas' needs pandas: pip install 'localrun[pandas]'"
-            ) from None
+            raise UsageError("format='pandas' needs pandas: pip install 'pandas>=2'") from None
     if format == "polars":
         try:
             import polars
         except ImportError:
-            raise UsageError(
-                "format='polars' needs polars: pip install 'localrun[polars]'"
-            ) from None
+            raise UsageError("format='polars' needs polars: pip install 'polars>=1'") from None
         return polars.from_arrow(table)
     raise UsageError(f"format={format!r} is not one of 'arrow', 'pandas', 'polars'")
