@@ -4,7 +4,7 @@
     model.fit(x, y, initial_epoch=run.step, epochs=100,
               callbacks=[LocalrunCallback(monitor="val_loss")])
 
-Keras is an optional extra (``localrun[keras]``); localrun's core never imports this module.
+Keras is an optional extra (``localrun-tracker[keras]``); localrun's core never imports this module.
 Uses only localrun's public API.
 """
 
