@@ -26,7 +26,7 @@ from watchdog.observers.polling import PollingObserver
 
 from ._store.files import latest_entry, publish_version, sha256_of
 from ._store.layout import check_file_name
-from ._store.locks import is_network_fs
+from ._store.mounts import is_network_fs
 from .errors import UsageError
 
 log = logging.getLogger("localrun")
@@ -68,11 +68,13 @@ class FileSaver:
         manifest: Callable[[], dict[str, Any]],
         run_dir: Path,
         attempt: int,
+        watch: str = "auto",
     ) -> None:
         self._commit = commit
         self._manifest = manifest
         self._run_dir = run_dir
         self._attempt = attempt
+        self._watch_kind = watch  # "auto", "native" or "poll" (LOCALRUN_WATCH, via the settings)
         self._seq = 0
         self._lock = threading.Lock()
         self._end: list[tuple[str, str | None]] = []
@@ -128,7 +130,7 @@ class FileSaver:
         folder = os.path.abspath(_glob_base(pattern))
         os.makedirs(folder, exist_ok=True)
         if self._observer is None:
-            forced = os.environ.get("LOCALRUN_WATCH")
+            forced = self._watch_kind
             polling = forced == "poll" or (forced != "native" and is_network_fs(Path(folder)))
             self._observer = PollingObserver(timeout=0.5) if polling else Observer()
             self._observer.daemon = True

@@ -159,7 +159,7 @@ class Run:
         self._config = Config(dict(m.get("config") or {}), self._mark_dirty)
         self.summary = Summary(self)
         self._files = FileSaver(
-            self._commit_files, lambda: mf.load(self.dir), run_dir, self.attempt
+            self._commit_files, lambda: mf.load(self.dir), run_dir, self.attempt, s.watch
         )
         self._runtime_base = float(m.get("runtime") or 0.0)
         self._t0 = time.time()
@@ -622,9 +622,13 @@ class Run:
         """Stop the threads, then commit everything with the end state. Retryable: if the final
         commit fails (a full disk), the rows stay buffered and the next call (or the exit hook)
         tries again; once it succeeded, later calls do nothing."""
-        global _current
         if self._ended or os.getpid() != self._pid:
             return
+        with _signals_deferred():
+            self._end_deferred(state, exit_code)
+
+    def _end_deferred(self, state: str, exit_code: int | None) -> None:
+        global _current
         if not self._finished:
             self._finished = True
             self._fast = False
@@ -648,8 +652,7 @@ class Run:
             if _current is self:
                 _current = None
             raise self._error
-        with _signals_deferred():
-            self._flush(end=(state, exit_code))
+        self._flush(end=(state, exit_code))
         self._ended = True
         if _current is self:
             _current = None
@@ -896,20 +899,29 @@ _previous_sigterm: Any = None
 _uncaught: BaseException | None = None
 
 
+_stopping = False  # a SIGTERM is already unwinding this process towards its final flush
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """Preemption: mark the run preempted and leave the way Python leaves on SystemExit.
 
     The flush happens on the way out (``with`` blocks, atexit), in the main thread, so a
-    handler that interrupted ``log()`` mid-row never deadlocks on the buffer lock.
+    handler that interrupted ``log()`` mid-row never deadlocks on the buffer lock. A second
+    SIGTERM (scancel, systemctl stop) while the first unwinds does not raise again: it would
+    cut the final flush short.
     """
+    global _stopping
     for run in list(_all_runs):
         run._preempted = True
+    if _stopping:
+        return
     prev = _previous_sigterm
     if callable(prev):
         prev(signum, frame)
         return
     if prev == signal.SIG_IGN:
         return
+    _stopping = True
     raise SystemExit(128 + signum)
 
 

@@ -37,8 +37,12 @@ def _finish_current():
     yield
     run = localrun.run
     if run is not None:
-        with contextlib.suppress(localrun.LocalrunError):
+        with contextlib.suppress(localrun.LocalrunError, OSError):
             run.finish()
+        if localrun.run is run:  # its finish failed for good (a test broke its folder)
+            from localrun import _writer
+
+            _writer._current = None
 
 
 _children: list[subprocess.Popen[str]] = []

@@ -27,10 +27,10 @@ from pathlib import Path
 import filelock
 
 from .identity import HOST, pid_alive
-from .mounts import flock_works, is_network_fs
+from .mounts import flock_works
 from .options import DEFAULT, StoreOptions
 
-__all__ = ["is_network_fs", "lock_kind", "manifest_mutex"]
+__all__ = ["lock_kind", "manifest_mutex"]
 
 log = logging.getLogger(__name__)
 _SHORT_WAIT_S = 0.2

@@ -81,7 +81,10 @@ def write(
     """
     if table.num_rows == 0:
         raise ValueError("a segment holds at least one row; skip an empty batch")
-    hist = safe_dir(run_dir, HISTORY)
+    try:
+        hist = safe_dir(run_dir, HISTORY)
+    except OSError as exc:  # the run folder vanished, the disk is read-only or full
+        raise atomic.storage_error(exc, "create the folder", run_dir / HISTORY) from exc
     name = segment_name(attempt, seq)
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta, default=str).encode()})
     atomic.publish_file(hist / name, lambda p: pq.write_table(table, p))
