@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-nfs lint bench dist clean
+.PHONY: demo test test-stress test-install test-nfs lint bench dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,8 +19,18 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/localrun demo
 
+# The suite people run: about 5 minutes on 2 cores. The slow suites below have targets of their own,
+# and .ci/run runs every one of them.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 -m "not install" tests
+
+# 100 trials of an owner SIGSTOPped at a random instant, each taken over from another process.
+test-stress: $(STAMP)
+	LOCALRUN_STOP_TRIALS=100 $(BIN)/python -m pytest -q -n 2 tests/test_stopped_owner.py
+
+# The documented install lines, run as written in a fresh venv (downloads from the package index).
+test-install: $(STAMP)
+	$(BIN)/python -m pytest -q -m install tests/test_install.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check localrun tests $(wildcard benchmarks examples)

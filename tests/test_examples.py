@@ -20,8 +20,16 @@ TORCH_EPOCHS = 60  # torch: about 0.1 s an epoch; enough that a kill lands mid-t
 FLUSH = 0.2
 
 
-def _start(script: str, root: Path, cwd: Path, **env: str) -> subprocess.Popen[str]:
-    epochs = TORCH_EPOCHS if script.startswith("torch") else EPOCHS
+# The first attempt is given so many epochs that it can never finish before the kill, however
+# slow or loaded the machine: the test does not race the training.
+ENDLESS = 100_000
+
+
+def _start(
+    script: str, root: Path, cwd: Path, epochs: int | None = None, **env: str
+) -> subprocess.Popen[str]:
+    if epochs is None:
+        epochs = TORCH_EPOCHS if script.startswith("torch") else EPOCHS
     return track(
         subprocess.Popen(
             [sys.executable, str(REPO / "examples" / script)],
@@ -60,6 +68,7 @@ def _kill_mid_training(
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL
     (run,) = api.runs(project)
     listed = {s["file"] for s in run.manifest["segments"]}
     last = run.last_step
@@ -82,14 +91,16 @@ def _check_history(run: localrun.StoredRun, epochs: int = EPOCHS) -> list[float]
 
 @pytest.mark.slow
 def test_keras_example_survives_sigkill(root: Path, tmp_path: Path) -> None:
-    first = _start("keras_preemptible.py", root, tmp_path)
-    killed_after = _kill_mid_training(first, root, "preemptible", at=3)
-    second = _start("keras_preemptible.py", root, tmp_path)  # same folder and script: auto-resume
+    first = _start("keras_preemptible.py", root, tmp_path, epochs=ENDLESS)
+    killed_after = _kill_mid_training(first, root, "preemptible", at=3, epochs=ENDLESS)
+    epochs = max(EPOCHS, killed_after + 4)
+    # same folder and script: auto-resume
+    second = _start("keras_preemptible.py", root, tmp_path, epochs=epochs)
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err
     (run,) = localrun.Api(root).runs("preemptible")
     assert f"resumed run {run.path} at epoch {killed_after + 1}" in out  # run.resumed, run.step
-    losses = _check_history(run)
+    losses = _check_history(run, epochs)
     assert [a["state"] for a in run.attempts] == ["crashed", "finished"]
     assert run.attempts[1]["start_step"] == killed_after + 1
     # the summary's best value is the best epoch of the history
@@ -107,14 +118,16 @@ def test_keras_example_survives_sigkill(root: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_torch_example_survives_sigkill(root: Path, tmp_path: Path) -> None:
-    first = _start("torch_preemptible.py", root, tmp_path, LOCALRUN_RUN_ID="torch-job")
-    killed_after = _kill_mid_training(first, root, "preemptible-torch", 3, TORCH_EPOCHS)
-    second = _start("torch_preemptible.py", root, tmp_path, LOCALRUN_RUN_ID="torch-job")
+    env = {"LOCALRUN_RUN_ID": "torch-job"}
+    first = _start("torch_preemptible.py", root, tmp_path, epochs=ENDLESS, **env)
+    killed_after = _kill_mid_training(first, root, "preemptible-torch", 3, ENDLESS)
+    epochs = max(TORCH_EPOCHS, killed_after + 4)
+    second = _start("torch_preemptible.py", root, tmp_path, epochs=epochs, **env)
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err
     assert "resumed run preemptible-torch/torch-job" in out
     run = localrun.Api(root).run("preemptible-torch/torch-job")
-    _check_history(run, TORCH_EPOCHS)
+    _check_history(run, epochs)
     assert run.attempts[1]["start_step"] == killed_after + 1
     ckpt_epochs = [v["attempt"] for v in run.file_versions("checkpoint.pt")]
     assert ckpt_epochs.count(1) >= 3 and ckpt_epochs[-1] == 2
@@ -123,18 +136,19 @@ def test_torch_example_survives_sigkill(root: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_torch_example_rewinds_to_an_older_checkpoint(root: Path, tmp_path: Path) -> None:
     """Only epoch 0 is checkpointed: a resume after more epochs reloads it and rewinds the log."""
-    env = {"LOCALRUN_RUN_ID": "rw", "CHECKPOINT_EVERY": str(10 * TORCH_EPOCHS)}
-    first = _start("torch_preemptible.py", root, tmp_path, **env)
-    killed_after = _kill_mid_training(first, root, "preemptible-torch", 3, TORCH_EPOCHS)
-    second = _start("torch_preemptible.py", root, tmp_path, **env)
+    env = {"LOCALRUN_RUN_ID": "rw", "CHECKPOINT_EVERY": str(ENDLESS)}
+    first = _start("torch_preemptible.py", root, tmp_path, epochs=ENDLESS, **env)
+    killed_after = _kill_mid_training(first, root, "preemptible-torch", 3, ENDLESS)
+    epochs = max(TORCH_EPOCHS, killed_after + 4)
+    second = _start("torch_preemptible.py", root, tmp_path, epochs=epochs, **env)
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err
     run = localrun.Api(root).run("preemptible-torch/rw")
-    _check_history(run, TORCH_EPOCHS)  # the rewound epochs appear once, from attempt 2
+    _check_history(run, epochs)  # the rewound epochs appear once, from attempt 2
     assert [r["step"] for r in run.manifest["rewinds"]] == [0]
     assert "at epoch 1 from checkpoint epoch 0" in out
     everything = run.history(["loss"], all_attempts=True)
-    assert everything.num_rows == TORCH_EPOCHS + killed_after  # attempt 1's redone epochs are kept
+    assert everything.num_rows == epochs + killed_after  # attempt 1's redone epochs are kept
 
 
 def test_core_never_imports_keras_or_torch() -> None:

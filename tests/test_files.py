@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import localrun
+from tests.conftest import child_env, track
 
 
 @pytest.fixture
@@ -198,3 +202,37 @@ def test_restore_missing_ok_is_the_way_to_start_from_scratch(root: Path) -> None
         assert run.files == []
         run.finish(1)  # "crashes" again before saving anything
         assert localrun.Api(root).run("p/r").attempts[-1]["attempt"] == attempt + 1
+
+
+SAVE_EACH_EPOCH = """
+import os, signal, localrun
+run = localrun.init(project="p", id="r", flush_interval=3600)  # rows flushed only by save()
+for epoch in range(run.step, 100):
+    run.log({"loss": 1.0 / (epoch + 1)})
+    with open("ckpt.pt", "w") as f:
+        f.write(str(epoch))
+    run.save("ckpt.pt")
+    if epoch == 10:
+        print("saved", epoch, flush=True)
+        signal.pause()  # killed here, as a preempted job is
+"""
+
+
+def test_a_checkpoint_is_never_newer_than_the_committed_steps(root: Path, work: Path) -> None:
+    """Before: a plain run.save each epoch, killed at epoch 10, resumed at step 0 with the
+    epoch-10 weights. The rows and the file now commit in one revision."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SAVE_EACH_EPOCH],
+        cwd=work,
+        env=child_env(root),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    track(proc)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "saved 10"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    run = localrun.init(project="p", id="r", resume="must", dir=root)
+    restored = localrun.restore("ckpt.pt")
+    assert int(restored.open().read()) == 10 and run.step == 11
+    run.finish()

@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import REPO
 from tests.test_docs import install_lines
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.install]
 
 STEP_TIMEOUT = 900  # seconds per command: pip may download pyarrow on a slow link
 KEEP = {"pip", "setuptools", "wheel"}  # what a new venv has
