@@ -9,10 +9,10 @@ import typing as _typing
 from . import util
 from ._query import Api, DamagedRun, ResumeMarker, StoredRun
 from ._restore import RestoredFile, restore
+from ._run import Run, Summary, init
+from ._run import finish_current as finish
+from ._run import log_current as log
 from ._store.verify import Report as VerifyReport
-from ._writer import Run, Summary, init
-from ._writer import finish_current as finish
-from ._writer import log_current as log
 from .errors import (
     CorruptRunError,
     FormatVersionError,
@@ -65,7 +65,7 @@ __all__ = [
 
 def __getattr__(name: str) -> _typing.Any:
     if name == "run":
-        from ._writer import current
+        from ._run import current
 
         return current()
     raise AttributeError(f"module 'localrun' has no attribute {name!r}")

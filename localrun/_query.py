@@ -17,7 +17,6 @@ from typing import IO, Any
 import pyarrow as pa
 
 from . import _settings
-from ._resume import job_key, remove_marker
 from ._store import atomic, segments
 from ._store import manifest as mf
 from ._store.layout import (
@@ -33,6 +32,7 @@ from ._store.layout import (
     sanitize_id,
 )
 from ._store.lease import is_valid, provably_dead
+from ._store.markers import remove_marker
 from ._store.safe_io import check_regular, open_inside
 from ._store.schema import NUMBER, STEP_FIELDS, arrow_schema
 from ._store.verify import Report as VerifyReport
@@ -257,7 +257,7 @@ class Api:
         """The auto-resume key of this shell's job (from the scheduler's job id or
         ``LOCALRUN_RESUME_KEY``), or None when there is none: the key is then made from the
         training script's folder and path, which only the training process knows."""
-        key = job_key(_settings.env_text("LOCALRUN_RESUME_KEY"))
+        key = _settings.job_key(_settings.env_text("LOCALRUN_RESUME_KEY"))
         return None if key.startswith("dir-") else key
 
 

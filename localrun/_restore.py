@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import IO, Any, Literal, overload
 
 from ._query import Api
+from ._run import current
 from ._store import manifest as mf
 from ._store.files import copy_out, latest_entry, sha256_of
 from ._store.safe_io import check_regular
-from ._writer import current
 from .errors import CorruptRunError, RunNotFoundError, UsageError
 
 

@@ -31,8 +31,10 @@ LOCALRUN_WATCH             how run.save(policy="live") watches      auto/native/
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
@@ -136,6 +138,45 @@ def _flag(name: str) -> bool:
     if raw.lower() in _TRUE:
         return True
     raise UsageError(f"{name}={raw!r} is not a yes/no value; use 1 or 0")
+
+
+# (variable, extra variable joined to it): the first one set names the job.
+_SCHEDULERS = (
+    ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "slurm"),
+    ("PBS_JOBID", "PBS_ARRAY_INDEX", "pbs"),
+    ("LSB_JOBID", "LSB_JOBINDEX", "lsf"),
+    ("TORCHELASTIC_RUN_ID", None, "torchelastic"),
+    ("JOB_ID", "SGE_TASK_ID", "sge"),
+    ("FLUX_JOB_ID", None, "flux"),
+)
+
+
+def job_key(explicit: str | None = None) -> str:
+    """The identity of this job across requeues, as a file-safe key.
+
+    ``explicit`` (``LOCALRUN_RESUME_KEY``, passed in by the settings) overrides, for a scheduler
+    not listed. For SLURM arrays the array job id stays the same across tasks, so the task id is
+    part of the key.
+    """
+    if explicit:
+        return _safe("key-" + explicit)
+    for var, extra, name in _SCHEDULERS:
+        value = os.environ.get(var)
+        if value:
+            # SLURM arrays: the array's master job id is stable, each task's own id is not.
+            if name == "slurm" and os.environ.get("SLURM_ARRAY_JOB_ID"):
+                value = os.environ["SLURM_ARRAY_JOB_ID"]
+            part = os.environ.get(extra, "") if extra else ""
+            return _safe(f"{name}-{value}" + (f"-{part}" if part else ""))
+    program = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    digest = hashlib.sha256(f"{os.getcwd()}\0{program}".encode()).hexdigest()[:16]
+    return f"dir-{digest}"
+
+
+def _safe(key: str) -> str:
+    if len(key) > 64:
+        key = key[:40] + "-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    return sanitize_id(key, "resume key")
 
 
 def root(dir: str | os.PathLike[str] | None = None) -> Path:

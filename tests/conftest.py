@@ -40,9 +40,9 @@ def _finish_current():
         with contextlib.suppress(localrun.LocalrunError, OSError):
             run.finish()
         if localrun.run is run:  # its finish failed for good (a test broke its folder)
-            from localrun import _writer
+            from localrun._run import hooks
 
-            _writer._current = None
+            hooks.release(run)
 
 
 _children: list[subprocess.Popen[str]] = []

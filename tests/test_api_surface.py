@@ -62,11 +62,23 @@ def test_every_error_has_a_distinct_exit_code() -> None:
 
 
 def _imports(path: Path) -> set[str]:
-    """Absolute names of localrun modules that ``path`` imports."""
+    """Absolute names of localrun modules that ``path`` imports (at run time: imports under
+    ``if TYPE_CHECKING:`` are for the type checker only and are left out)."""
     mod = ".".join(path.relative_to(PKG.parent).with_suffix("").parts)
     package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If)
+        and isinstance(node.test, ast.Name)
+        and node.test.id == "TYPE_CHECKING"
+        for n in ast.walk(node)
+    }
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -74,30 +86,89 @@ def _imports(path: Path) -> set[str]:
                 name = ".".join(base + ([node.module] if node.module else []))
             else:
                 name = node.module or ""
-            out.add(name)
+            if node.module:  # `from . import x` imports x, not the package itself
+                out.add(name)
             out.update(f"{name}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
     return {n for n in out if n == "localrun" or n.startswith("localrun.")}
 
 
+# Each side of the package and the localrun modules it may import (DESIGN §7). A module not
+# covered by a row fails the test, so a new module or a rename cannot slip past it.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "localrun.errors": (),
+    "localrun.util": (),
+    "localrun._store": ("localrun._store", "localrun.errors"),
+    "localrun._settings": ("localrun._store", "localrun.errors"),
+    "localrun._run": ("localrun._run", "localrun._store", "localrun._settings", "localrun.errors",
+                      "localrun.util"),
+    "localrun._query": ("localrun._store", "localrun._settings", "localrun.errors"),
+    "localrun._restore": ("localrun._run", "localrun._query", "localrun._store", "localrun.errors"),
+    "localrun._cli": ("localrun",),
+    "localrun._demo": ("localrun",),
+    "localrun.integrations": ("localrun",),
+    "localrun": ("localrun.",),  # the facade re-exports from every side
+}  # fmt: skip
+
+
+def _layer(module: str) -> str:
+    for name in sorted(LAYERS, key=len, reverse=True):
+        if module == name or module.startswith(name + "."):
+            return name
+    raise AssertionError(f"{module} is in no layer of LAYERS: add it where it belongs")
+
+
+def _allowed(layer: str, imported: str) -> bool:
+    for prefix in LAYERS[layer]:
+        if prefix == "localrun" and imported in ("localrun",):
+            return True
+        if prefix.endswith("."):
+            return imported.startswith(prefix) or imported == prefix[:-1]
+        if imported == prefix or imported.startswith(prefix + "."):
+            return True
+    return False
+
+
 def test_dependency_direction() -> None:
-    """store knows nothing above it; writer and readers never import each other; the CLI and
-    integrations use only the public package."""
+    """The store knows nothing above it; the writer (_run) and the readers (_query) never import
+    each other; the CLI and integrations use only the public package."""
+    seen = set()
     for path in PKG.rglob("*.py"):
-        rel = path.relative_to(PKG).as_posix()
-        imported = _imports(path)
-        if rel.startswith("_store/") or rel == "errors.py":
-            above = {
-                n for n in imported if not n.startswith(("localrun._store", "localrun.errors"))
-            }
-            assert not above, f"{rel} imports {above}"
-        if rel == "_writer.py":
-            assert not any(n.startswith("localrun._query") for n in imported), rel
-        if rel == "_query.py":
-            assert not any(n.startswith("localrun._writer") for n in imported), rel
-        if rel == "_cli.py" or rel.startswith("integrations/"):
-            private = {
-                n for n in imported if n.startswith("localrun._") and n not in ("localrun._demo",)
-            }
-            assert not private, f"{rel} imports private {private}"
+        module = ".".join(path.relative_to(PKG.parent).with_suffix("").parts).removesuffix(
+            ".__init__"
+        )
+        layer = _layer(module)
+        seen.add(layer)
+        wrong = {n for n in _imports(path) if _layer(n) != layer and not _allowed(layer, n)}
+        assert not wrong, f"{module} ({layer}) imports {sorted(wrong)}"
+    assert seen == set(LAYERS), f"layers with no module (renamed?): {set(LAYERS) - seen}"
+
+
+def test_no_import_cycles() -> None:
+    graph: dict[str, set[str]] = {}
+    for path in PKG.rglob("*.py"):
+        module = ".".join(path.relative_to(PKG.parent).with_suffix("").parts).removesuffix(
+            ".__init__"
+        )
+        graph[module] = {n for n in _imports(path) if n in _modules()}
+
+    def visit(node: str, stack: list[str], done: set[str]) -> None:
+        if node in stack:
+            raise AssertionError(" -> ".join([*stack[stack.index(node) :], node]))
+        if node in done:
+            return
+        for nxt in graph.get(node, ()):
+            visit(nxt, [*stack, node], done)
+        done.add(node)
+
+    done: set[str] = set()
+    for module in graph:
+        visit(module, [], done)
+
+
+def _modules() -> set[str]:
+    return {
+        ".".join(p.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__")
+        for p in PKG.rglob("*.py")
+    }

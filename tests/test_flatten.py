@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import localrun
-from localrun._values import flatten
+from localrun._run.values import flatten
 
 keys = st.text(alphabet="abcdef", min_size=1, max_size=3)
 leaves = st.one_of(st.floats(allow_nan=False), st.integers(-1000, 1000), st.text(max_size=3))

@@ -116,7 +116,7 @@ def test_lone_surrogates_are_refused_at_log(root: Path, data: dict[str, Any], ke
 
 
 def test_check_step_refuses_what_int64_cannot_hold() -> None:
-    from localrun._values import check_step
+    from localrun._run.values import check_step
 
     assert check_step(0) == 0
     assert check_step(2**63 - 1) == 2**63 - 1
@@ -145,7 +145,7 @@ def test_a_batch_that_cannot_be_converted_loses_only_its_bad_rows(
 ) -> None:
     """What the flusher relies on: to_table never raises for the values in one row; it drops
     that row, says which key, and converts the rest (so the next flush is not blocked)."""
-    from localrun._buffer import to_table
+    from localrun._run.buffer import to_table
 
     kinds = {"loss": "number", "text": "string", "words": "list<string>"}
     rows = [

@@ -101,12 +101,10 @@ def _environ_readers() -> dict[str, list[int]]:
 
 def test_only_the_settings_module_reads_localrun_variables() -> None:
     readers = _environ_readers()
-    # _settings: every LOCALRUN_* variable. _resume: the scheduler's own job ids (SLURM_JOB_ID...).
+    # _settings: every LOCALRUN_* variable and the scheduler's job ids (SLURM_JOB_ID...).
     # _cli: passes the environment on to the command it launches.
-    assert set(readers) <= {"localrun/_settings.py", "localrun/_resume.py", "localrun/_cli.py"}, (
-        readers
-    )
-    for module in ("localrun/_resume.py", "localrun/_cli.py"):
+    assert set(readers) <= {"localrun/_settings.py", "localrun/_cli.py"}, readers
+    for module in ("localrun/_cli.py",):
         text = (REPO / module).read_text()
         reads = re.findall(
             r"environ(?:\.get)?\(\s*\"(LOCALRUN_\w+)\"|getenv\(\"(LOCALRUN_\w+)", text

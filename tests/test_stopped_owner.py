@@ -29,7 +29,7 @@ TRIALS = int(os.environ.get("LOCALRUN_STOP_TRIALS", "6"))
 WRITER = """
 import os, signal, sys, localrun
 from localrun._store import atomic, revisions, segments
-import localrun._writer as writer
+import localrun._run.heartbeat as heartbeat
 
 trigger = os.environ["TRIGGER"]
 
@@ -52,7 +52,7 @@ elif where == "hint":  # the revision is linked (committed), manifest.json not y
 elif where == "segment":  # writing a segment, outside the mutex
     segments.write = stopping(segments.write)
 elif where == "heartbeat":  # inside the heartbeat's commit
-    writer.beat = stopping(writer.beat)
+    heartbeat.beat = stopping(heartbeat.beat)
 
 run = localrun.init(project="p", id="r", flush_interval=0.05)
 print("ready", flush=True)

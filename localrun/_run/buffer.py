@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._store.schema import ARROW_TYPES
+from .._store.schema import ARROW_TYPES
 
 Row = tuple[int, float, dict[str, Any]]
 log = logging.getLogger("localrun")

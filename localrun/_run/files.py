@@ -24,10 +24,10 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from ._store.files import latest_entry, publish_version, sha256_of
-from ._store.layout import check_file_name
-from ._store.mounts import is_network_fs
-from .errors import UsageError
+from .._store.files import latest_entry, publish_version, sha256_of
+from .._store.layout import check_file_name
+from .._store.mounts import is_network_fs
+from ..errors import UsageError
 
 log = logging.getLogger("localrun")
 POLICIES = ("now", "end", "live")

@@ -1,4 +1,4 @@
-"""``run.config``: the run's hyperparameters, a dict that persists with the run.
+"""``run.config`` and ``run.summary``: the run's hyperparameters and its last values.
 
 Changing a stored value needs ``allow_val_change=True`` (wandb's rule): on resume the script
 usually passes the same config again, and a silent change (say a new learning rate) would make
@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
+from ..errors import UsageError
+from .values import check_key, normalize
+
+if TYPE_CHECKING:
+    from .run import Run
 
 
 def _plain(key: str, value: Any) -> Any:
@@ -92,3 +96,42 @@ class Config(MutableMapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"Config({self._data!r})"
+
+
+class Summary(Mapping[str, Any]):
+    """``run.summary``: the last logged value of each key, unless set here explicitly.
+
+    A key set explicitly (``run.summary["best_loss"] = x``) keeps that value: later logs of the
+    same key do not overwrite it. That is what a "best so far" summary needs.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    def _view(self) -> dict[str, Any]:
+        view: dict[str, Any] = self._run._summary_now()
+        return view
+
+    def __getitem__(self, key: str) -> Any:
+        return self._view()[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._view())
+
+    def __len__(self) -> int:
+        return len(self._view())
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def update(self, values: Mapping[str, Any]) -> None:
+        clean = {}
+        for key, value in values.items():
+            check_key(key)
+            clean[key] = normalize(key, value)[0]
+        with self._run._lock:
+            self._run._explicit.update(clean)
+            self._run._dirty = True
+
+    def __repr__(self) -> str:
+        return f"Summary({self._view()!r})"

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from ._store.schema import LIST_NUMBER, LIST_STRING, NUMBER, STRING
-from .errors import LogValueError, UsageError
+from .._store.schema import LIST_NUMBER, LIST_STRING, NUMBER, STRING
+from ..errors import LogValueError, UsageError
 
 RESERVED_PREFIX = "_"
 SEP = "/"

@@ -1,15 +1,15 @@
-"""The writer: ``init``, ``Run.log``, flushes, the heartbeat, signals and ``finish``.
+"""The run handle: ``log()``, flushes into segments, saved files, rewinds, ``finish``.
 
-``log()`` only validates and appends to an in-memory buffer. A background thread turns the
-buffer into one immutable segment every ``flush_interval`` seconds (or ``flush_rows`` rows), then
-commits it by replacing the manifest under the mutex. A second thread bumps the lease heartbeat
-every TTL/3. Every manifest change goes through ``Run._update``, the fence: a writer that is no
-longer the owner commits nothing more.
+``log()`` only validates and appends a row to an in-memory buffer (the hot path takes one lock,
+so rows from many threads get every step exactly once and in order). The flush thread
+(``flusher.py``) turns the buffer into one immutable segment every ``flush_interval`` seconds (or
+``flush_rows`` rows) and commits it as the run's next revision; the heartbeat thread
+(``heartbeat.py``) keeps the lease. Every change to the run's state goes through
+``Run._update``, the fence: a writer that is no longer the owner commits nothing more.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import signal
@@ -17,50 +17,34 @@ import sys
 import threading
 import time
 import warnings
-import weakref
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
-import pyarrow as pa
-
-from . import _settings
-from ._buffer import Row, last_values, to_table
-from ._config import Config, merge
-from ._files import FileSaver
-from ._resume import job_key, marker_path, read_marker, remove_marker, write_marker
-from ._store import manifest as mf
-from ._store import segments
-from ._store.files import point_latest, remove_version
-from ._store.layout import inside
-from ._store.layout import run_dir as make_run_dir
-from ._store.lease import beat
-from ._store.ownership import Claim, create, release, take_over, wait_for_manifest
-from ._store.schema import NUMBER
-from ._values import check_key, check_step, flatten, kind_conflict, normalize
-from .errors import (
-    CorruptRunError,
+from .. import _settings
+from .._store import manifest as mf
+from .._store import segments
+from .._store.files import point_latest, remove_version
+from .._store.markers import remove_marker
+from .._store.ownership import Claim, release
+from .._store.schema import NUMBER
+from ..errors import (
     LocalrunError,
     LocalrunWarning,
     LockTimeout,
-    RunExistsError,
-    RunNotFoundError,
     RunSupersededError,
     StorageError,
     UsageError,
 )
-from .util import generate_id
+from . import flusher, heartbeat, hooks
+from .buffer import Row, last_values, to_table
+from .files import FileSaver
+from .heartbeat import beat_owner
+from .state import Config, Summary
+from .values import check_step, flatten, kind_conflict, normalize
 
 log = logging.getLogger("localrun")
-
-_current: Run | None = None
-_all_runs: weakref.WeakSet[Run] = weakref.WeakSet()
-
-
-def _beat(m: mf.Manifest) -> None:
-    beat(m["owner"])
 
 
 _now = time.time
@@ -72,44 +56,6 @@ _INT64 = 2**63
 def _ints_fit(data: dict[str, Any]) -> bool:
     """Ints that float64 columns take as Python's float() would (|v| < 2**63)."""
     return all(-_INT64 < v < _INT64 for v in data.values() if type(v) is int)
-
-
-class Summary(Mapping[str, Any]):
-    """``run.summary``: the last logged value of each key, unless set here explicitly.
-
-    A key set explicitly (``run.summary["best_loss"] = x``) keeps that value: later logs of the
-    same key do not overwrite it. That is what a "best so far" summary needs.
-    """
-
-    def __init__(self, run: Run) -> None:
-        self._run = run
-
-    def _view(self) -> dict[str, Any]:
-        return self._run._summary_now()
-
-    def __getitem__(self, key: str) -> Any:
-        return self._view()[key]
-
-    def __iter__(self) -> Any:
-        return iter(self._view())
-
-    def __len__(self) -> int:
-        return len(self._view())
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.update({key: value})
-
-    def update(self, values: Mapping[str, Any]) -> None:
-        clean = {}
-        for key, value in values.items():
-            check_key(key)
-            clean[key] = normalize(key, value)[0]
-        with self._run._lock:
-            self._run._explicit.update(clean)
-            self._run._dirty = True
-
-    def __repr__(self) -> str:
-        return f"Summary({self._view()!r})"
 
 
 class Run:
@@ -169,15 +115,9 @@ class Run:
         self._preempted = False
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"localrun-flush-{self.id}", daemon=True
-        )
-        self._thread.start()
-        self._heartbeat = threading.Thread(
-            target=self._heartbeat_loop, name=f"localrun-heartbeat-{self.id}", daemon=True
-        )
-        self._heartbeat.start()
-        _all_runs.add(self)
+        self._thread = flusher.start(self)
+        self._heartbeat = heartbeat.start(self)
+        hooks.register(self)
 
     # -- identity -------------------------------------------------------------------------
     @property
@@ -349,39 +289,6 @@ class Run:
             self._fast = not self._row and self._error is None and not self._finished
 
     # -- flushing -------------------------------------------------------------------------
-    def _loop(self) -> None:
-        pa.array([0.0])  # pay pyarrow's lazy pandas import here, not in the first flush
-        interval = self._settings.flush_interval
-        while not self._stop.is_set():
-            self._wake.wait(interval)
-            self._wake.clear()
-            if self._stop.is_set() or os.getpid() != self._pid:
-                return
-            if self._rows or self._dirty:
-                try:
-                    self._flush()
-                except RunSupersededError:
-                    return
-                except Exception as exc:  # the thread must outlive any one failed flush
-                    log.warning("localrun: flush of %s failed, will retry: %s", self.path, exc)
-
-    def _heartbeat_loop(self) -> None:
-        """Bump the lease every TTL/3, on its own thread.
-
-        Never behind a data flush: a slow one (a first pyarrow import, a large segment on a
-        loaded NFS server) must not make a live owner look dead to a watcher on another host.
-        """
-        while not self._stop.wait(self._settings.lease_ttl / 3):
-            if os.getpid() != self._pid:
-                return
-
-            try:
-                self._update(_beat)
-            except RunSupersededError:
-                return
-            except Exception as exc:  # keep beating: the next one may get through
-                log.warning("localrun: heartbeat of %s failed, will retry: %s", self.path, exc)
-
     def flush(self) -> None:
         """Write and commit everything logged so far (normally the background thread does it)."""
         if self._error is not None:
@@ -454,7 +361,7 @@ class Run:
                 m["config"] = config
                 m["runtime"] = runtime
                 m["dropped_steps"] = dropped
-                _beat(m)
+                beat_owner(m)
                 retired.clear()  # a commit that lost the race runs again on the newer state
                 if files:
                     stored = m.setdefault("files", {})
@@ -480,34 +387,7 @@ class Run:
             for old in retired:
                 remove_version(self.dir, old)
             if end is None:
-                self._compact(meta)
-
-    def _compact(self, meta: dict[str, Any]) -> None:
-        """Tiered compaction of this attempt's newest segments (docs/format.md).
-
-        When the tail holds FANOUT segments of one level, they become one segment of the next
-        level: the manifest stays short (a run flushing every 2 s for days would otherwise list
-        100,000 segments and rewrite them all on every flush), and each row is rewritten only
-        log_FANOUT(rows) times. Never across a rewind: ``_mine`` restarts at each one. The old
-        files are removed only after the manifest lists the merged one instead.
-        """
-        fanout = self._settings.compact_fanout
-        while len(self._mine) >= fanout:
-            level = int(self._mine[-1].get("level", 0))
-            group = self._mine[-fanout:]
-            if any(int(e.get("level", 0)) != level for e in group):
-                return
-            merged = segments.merge(self.dir, group, self.attempt, self._seq, level + 1, meta)
-            self._seq += 1
-            old = {e["file"] for e in group}
-
-            def swap(m: mf.Manifest, old: set[str] = old, merged: dict[str, Any] = merged) -> None:
-                m["segments"] = [s for s in m["segments"] if s["file"] not in old] + [merged]
-
-            self._update(swap)
-            self._mine[-fanout:] = [merged]
-            for rel in old:
-                inside(self.dir, rel, "segment").unlink(missing_ok=True)
+                flusher.compact(self, meta)
 
     def _update(self, change: Callable[[mf.Manifest], None]) -> None:
         """Read-modify-write the manifest as this attempt's owner: the fence (DESIGN §5).
@@ -624,11 +504,10 @@ class Run:
         tries again; once it succeeded, later calls do nothing."""
         if self._ended or os.getpid() != self._pid:
             return
-        with _signals_deferred():
+        with hooks.signals_deferred():
             self._end_deferred(state, exit_code)
 
     def _end_deferred(self, state: str, exit_code: int | None) -> None:
-        global _current
         if not self._finished:
             self._finished = True
             self._fast = False
@@ -649,13 +528,11 @@ class Run:
                     self._commit_row(self._row)
                     self._row = {}
         if self._error is not None:
-            if _current is self:
-                _current = None
+            hooks.release(self)
             raise self._error
         self._flush(end=(state, exit_code))
         self._ended = True
-        if _current is self:
-            _current = None
+        hooks.release(self)
         if state == "finished" and self._marker is not None:
             remove_marker(self._marker)
 
@@ -682,346 +559,3 @@ class Run:
 
 
 # -- init -------------------------------------------------------------------------------
-def init(
-    project: str | None = None,
-    id: str | None = None,
-    name: str | None = None,
-    notes: str | None = None,
-    tags: list[str] | tuple[str, ...] | None = None,
-    group: str | None = None,
-    job_type: str | None = None,
-    config: Mapping[str, Any] | None = None,
-    dir: str | os.PathLike[str] | None = None,
-    resume: bool | str | None = None,
-    rewind_to: int | None = None,
-    force: bool | None = None,
-    allow_val_change: bool = False,
-    flush_interval: float | None = None,
-    keep_versions: int | None = None,
-) -> Run:
-    """Start a run, or resume one, and make it the process's current run (docs/resuming.md).
-
-    ``resume``: None/False/"never" (default: the id must be new), "allow" (resume if it exists),
-    "must" (it must exist), a run id (resume that run), True/"auto" (resume this job's run if
-    its last attempt did not finish cleanly). Arguments beat ``LOCALRUN_*`` variables.
-    ``keep_versions``: how many versions of each saved file name to keep (the newest always
-    stays; 0 keeps all; default 5, or ``LOCALRUN_KEEP_VERSIONS``).
-    """
-    global _current
-    previous = _current
-    if previous is not None and not previous._ended and previous._pid == os.getpid():
-        try:
-            previous.finish()
-        except LocalrunError as exc:
-            _current = None
-            warnings.warn(
-                f"localrun: could not finish the previous run {previous.path} ({exc}); starting "
-                "the new run anyway. Its unsaved rows stay buffered: call finish() on it to retry",
-                LocalrunWarning,
-                stacklevel=2,
-            )
-    s = _settings.resolve(
-        dir=dir,
-        project=project,
-        id=id,
-        resume=resume,
-        force=force,
-        flush_interval=flush_interval,
-        keep_versions=keep_versions,
-    )
-    if rewind_to is not None:
-        if isinstance(rewind_to, bool) or not isinstance(rewind_to, int) or rewind_to < -1:
-            raise UsageError(f"rewind_to must be an int >= -1 (a step), got {rewind_to!r}")
-        rewind_to = check_step(rewind_to)
-    mf.ensure_root(s.root)
-    marker: Path | None = None
-    mode, run_id = s.resume, s.run_id
-    fresh_hint = (
-        "To start a fresh run instead, pass resume='never' with a new id (or unset "
-        "LOCALRUN_RESUME and LOCALRUN_RUN_ID)"
-    )
-    if mode == "auto":
-        key = job_key(s.resume_key)
-        marker = marker_path(s.root, s.project, key)
-        fresh_hint = (
-            f"This job's auto-resume marker {key!r} names this run. To start a fresh run "
-            f"instead, clear it (`localrun markers clear {key} --project {s.project}`) or run "
-            "with LOCALRUN_RESUME=never"
-        )
-        if run_id is None:
-            run_id = _auto_target(s, marker)
-        mode = "allow"
-    elif mode == "allow" and run_id is None:
-        warnings.warn(
-            "localrun: resume='allow' without an id can never resume: a new id is made for "
-            "every run. Pass id=... (or set LOCALRUN_RUN_ID), or use resume=True to resume "
-            "this job's run automatically",
-            LocalrunWarning,
-            stacklevel=2,
-        )
-    if mode == "must" and run_id is None:
-        raise UsageError(
-            "resume='must' needs the id of the run to resume: pass id=... (or resume='<id>'), "
-            "or set LOCALRUN_RUN_ID"
-        )
-    run_id = run_id or generate_id()
-    run_dir = make_run_dir(s.root, s.project, run_id)
-    fields = {
-        "name": name,
-        "notes": notes,
-        "tags": list(tags) if tags is not None else None,
-        "group": group,
-        "job_type": job_type,
-    }
-    claim = _claim(
-        s, mode, run_id, run_dir, fields, config, rewind_to, allow_val_change, fresh_hint
-    )
-    if marker is not None:
-        write_marker(marker, run_id, marker.stem)
-    run = Run(s, run_dir, claim, marker)
-    _current = run
-    _install_handlers()
-    return run
-
-
-def _auto_target(s: _settings.Settings, marker: Path) -> str | None:
-    """The run this job's marker names, if it should be resumed; else None (start anew)."""
-    target = read_marker(marker)
-    if target is None:
-        return None
-    target_dir = make_run_dir(s.root, s.project, target)
-    try:
-        m = mf.load(target_dir)
-    except RunNotFoundError:
-        log.warning(
-            "localrun: the resume marker %s names run %s, which no longer exists; "
-            "starting a new run",
-            marker,
-            target,
-        )
-        return None
-    if m.get("state") == "finished":
-        return None
-    return target
-
-
-def _claim(
-    s: _settings.Settings,
-    mode: str,
-    run_id: str,
-    run_dir: Path,
-    fields: dict[str, Any],
-    config: Mapping[str, Any] | None,
-    rewind_to: int | None,
-    allow_val_change: bool,
-    fresh_hint: str,
-) -> Claim:
-    exists = run_dir.exists()
-    where = f"{s.project}/{run_id} under {s.root}"
-    if exists and not mf.exists(run_dir) and not wait_for_manifest(run_dir):
-        raise CorruptRunError(
-            f"run {where} has a folder but no state (no log/ and no manifest.json). If it holds "
-            "segments, `localrun verify --repair` rebuilds it from them; if it is an empty "
-            "folder that no process is creating, remove it"
-        )
-    if mode == "never":
-        if exists:
-            raise RunExistsError(
-                f"run {where} already exists. Pass resume='allow' or resume='must' to continue "
-                "it, or choose another id (localrun.util.generate_id())"
-            )
-    elif mode == "must" and not exists:
-        raise RunNotFoundError(
-            f"resume='must': there is no run {where} to resume. Runs there: "
-            f"{_list_runs(run_dir.parent)}. Pass resume='allow' to create it when missing"
-        )
-    if rewind_to is not None and not exists:
-        raise UsageError(f"rewind_to={rewind_to} needs a run to resume; {where} does not exist")
-    if not exists:
-        initial = dict(fields)
-        initial["config"] = merge({}, config or {}, True)
-        try:
-            return create(run_dir, s.project, run_id, s.lease_ttl, initial, s.store)
-        except RunExistsError:
-            if mode == "never":
-                raise RunExistsError(f"run {where} was just created by another process") from None
-            wait_for_manifest(run_dir)
-    return take_over(
-        run_dir,
-        s.lease_ttl,
-        force=s.force,
-        rewind_to=rewind_to,
-        prepare=_resume_fields(fields, config, allow_val_change, fresh_hint),
-        opts=s.store,
-    )
-
-
-def _list_runs(project_dir: Path) -> str:
-    try:
-        names = sorted(p.name for p in project_dir.iterdir() if (p / "manifest.json").exists())
-    except OSError:
-        names = []
-    if not names:
-        return "none"
-    return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-
-
-def _resume_fields(
-    fields: dict[str, Any],
-    config: Mapping[str, Any] | None,
-    allow_val_change: bool,
-    fresh_hint: str,
-) -> Callable[[mf.Manifest], None]:
-    """What a resume changes: given notes/name/tags overwrite the stored ones; config merges.
-
-    Runs inside the takeover's commit, so a refused config change takes nothing over. Its
-    error names the way out (a resumed job whose config changed is usually meant to be new).
-    """
-
-    def apply(m: mf.Manifest) -> None:
-        if config:
-            try:
-                m["config"] = merge(m.get("config") or {}, config, allow_val_change)
-            except UsageError as exc:
-                raise UsageError(
-                    f"resuming run {m['project']}/{m['id']}: {exc}. {fresh_hint}"
-                ) from None
-        for k, v in fields.items():
-            if v is not None:
-                m[k] = v
-
-    return apply
-
-
-# -- process-wide hooks -----------------------------------------------------------------
-_handlers_installed = False
-_previous_sigterm: Any = None
-_uncaught: BaseException | None = None
-
-
-_stopping = False  # a SIGTERM is already unwinding this process towards its final flush
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Preemption: mark the run preempted and leave the way Python leaves on SystemExit.
-
-    The flush happens on the way out (``with`` blocks, atexit), in the main thread, so a
-    handler that interrupted ``log()`` mid-row never deadlocks on the buffer lock. A second
-    SIGTERM (scancel, systemctl stop) while the first unwinds does not raise again: it would
-    cut the final flush short.
-    """
-    global _stopping
-    for run in list(_all_runs):
-        run._preempted = True
-    if _stopping:
-        return
-    prev = _previous_sigterm
-    if callable(prev):
-        prev(signum, frame)
-        return
-    if prev == signal.SIG_IGN:
-        return
-    _stopping = True
-    raise SystemExit(128 + signum)
-
-
-_deferring = False
-_deferred: list[int] = []
-
-
-def _defer(signum: int, frame: FrameType | None) -> None:
-    """During the final flush: note the signal and carry on (the process is ending anyway)."""
-    _deferred.append(signum)
-    if signum == signal.SIGTERM:
-        for run in list(_all_runs):
-            run._preempted = True
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Let a second SIGTERM or Ctrl-C (scancel, systemctl stop) not cut the final flush short.
-
-    Only the main thread can swap handlers; elsewhere the flush runs as it is. A deferred
-    SIGINT is raised as KeyboardInterrupt once the flush is done, unless Python is exiting.
-    """
-    global _deferring
-    if _deferring or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _deferring = True
-    saved = {sig: signal.signal(sig, _defer) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-        _deferring = False
-        got = list(_deferred)
-        _deferred.clear()
-        if signal.SIGINT in got and not _exiting:
-            raise KeyboardInterrupt
-
-
-_exiting = False
-
-
-def _excepthook(et: type[BaseException], ev: BaseException, tb: TracebackType | None) -> None:
-    global _uncaught
-    _uncaught = ev
-    _previous_excepthook(et, ev, tb)
-
-
-_previous_excepthook = sys.excepthook
-
-
-def _at_exit() -> None:
-    global _exiting
-    _exiting = True
-    run = _current
-    if run is None or run._ended or run._pid != os.getpid():
-        return
-    try:
-        if run._preempted:
-            run._end("preempted", 128 + signal.SIGTERM)
-        elif _uncaught is not None:
-            run._end("failed", 130 if isinstance(_uncaught, KeyboardInterrupt) else 1)
-        else:
-            run.finish(0)
-    except LocalrunError as exc:
-        print(f"localrun: could not finish run {run.path}: {exc}", file=sys.stderr)
-
-
-def _after_fork_in_child() -> None:
-    """A forked child (a DataLoader worker) must never flush or finish the parent's run."""
-    global _current
-    _current = None
-
-
-def _install_handlers() -> None:
-    global _handlers_installed, _previous_sigterm
-    if _handlers_installed:
-        return
-    _handlers_installed = True
-    atexit.register(_at_exit)
-    sys.excepthook = _excepthook
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-    if threading.current_thread() is threading.main_thread():
-        _previous_sigterm = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def current() -> Run | None:
-    return _current
-
-
-def log_current(
-    data: Mapping[str, Any], step: int | None = None, commit: bool | None = None
-) -> None:
-    if _current is None:
-        raise UsageError("localrun.log() needs a run: call localrun.init() first")
-    _current.log(data, step=step, commit=commit)
-
-
-def finish_current(exit_code: int = 0) -> None:
-    if _current is not None:
-        _current.finish(exit_code)
