@@ -33,6 +33,7 @@ from ._store.layout import (
 )
 from ._store.lease import is_valid, provably_dead
 from ._store.markers import remove_marker
+from ._store.records import FileVersion, Revision, SegmentEntry
 from ._store.safe_io import check_regular, open_inside
 from ._store.schema import NUMBER, STEP_FIELDS, arrow_schema
 from ._store.verify import Report as VerifyReport
@@ -289,7 +290,7 @@ class StoredRun:
         return self
 
     @property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Revision:
         """The raw manifest (docs/format.md), as of the last snapshot."""
         return self._m
 
@@ -358,7 +359,7 @@ class StoredRun:
             if versions
         }
 
-    def file_versions(self, name: str) -> list[dict[str, Any]]:
+    def file_versions(self, name: str) -> list[FileVersion]:
         """Every stored version of ``name``, oldest first."""
         versions = (self._m.get("files") or {}).get(name)
         if not versions:
@@ -381,7 +382,7 @@ class StoredRun:
         except FileNotFoundError:
             raise self._version_missing(name, rel) from None
 
-    def _version(self, name: str, version: str | None) -> dict[str, Any]:
+    def _version(self, name: str, version: str | None) -> FileVersion:
         versions = self.file_versions(name)
         if version is None:
             return versions[-1]
@@ -418,7 +419,7 @@ class StoredRun:
             for seg, _ in self._segments(all_attempts)
         ]
 
-    def _segments(self, all_attempts: bool) -> Iterator[tuple[dict[str, Any], int | None]]:
+    def _segments(self, all_attempts: bool) -> Iterator[tuple[SegmentEntry, int | None]]:
         for seg in sorted(self._m["segments"], key=lambda s: (s["attempt"], s["seq"])):
             bound = None if all_attempts else mf.visible_bound(self._m, seg["attempt"], seg["seq"])
             if bound is not None and seg["min_step"] > bound:
@@ -468,7 +469,7 @@ class StoredRun:
         return _convert(table, format)
 
     def _read_segment(
-        self, seg: dict[str, Any], bound: int | None, schema: pa.Schema, all_attempts: bool
+        self, seg: SegmentEntry, bound: int | None, schema: pa.Schema, all_attempts: bool
     ) -> pa.Table:
         """One listed segment's rows in the run's schema, read without leaving the run.
 

@@ -17,6 +17,7 @@ from ._query import Api
 from ._run import current
 from ._store import manifest as mf
 from ._store.files import copy_out, latest_entry, sha256_of
+from ._store.records import FileVersion
 from ._store.safe_io import check_regular
 from .errors import CorruptRunError, RunNotFoundError, UsageError
 
@@ -118,7 +119,7 @@ def restore(
     )
 
 
-def _stored_version(run_dir: Path, path_text: str, entry: dict[str, Any]) -> Path:
+def _stored_version(run_dir: Path, path_text: str, entry: FileVersion) -> Path:
     """The stored version a manifest entry names, checked: inside the run, never through a
     symbolic link, a regular file (a FIFO would block whoever opens ``.name``), of the size
     the manifest records."""

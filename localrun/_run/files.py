@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -27,6 +26,7 @@ from watchdog.observers.polling import PollingObserver
 from .._store.files import latest_entry, publish_version, sha256_of
 from .._store.layout import check_file_name
 from .._store.mounts import is_network_fs
+from .._store.records import FileVersion, Revision
 from ..errors import UsageError
 
 log = logging.getLogger("localrun")
@@ -64,8 +64,8 @@ class FileSaver:
 
     def __init__(
         self,
-        commit: Callable[[list[tuple[str, dict[str, Any]]]], None],
-        manifest: Callable[[], dict[str, Any]],
+        commit: Callable[[list[tuple[str, FileVersion]]], None],
+        manifest: Callable[[], Revision],
         run_dir: Path,
         attempt: int,
         watch: str = "auto",

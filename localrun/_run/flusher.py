@@ -18,6 +18,7 @@ import pyarrow as pa
 from .._store import manifest as mf
 from .._store import segments
 from .._store.layout import inside
+from .._store.records import SegmentEntry
 from ..errors import RunSupersededError
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def compact(run: Run, meta: dict[str, Any]) -> None:
         run._seq += 1
         old = {e["file"] for e in group}
 
-        def swap(m: mf.Manifest, old: set[str] = old, merged: dict[str, Any] = merged) -> None:
+        def swap(m: mf.Manifest, old: set[str] = old, merged: SegmentEntry = merged) -> None:
             m["segments"] = [s for s in m["segments"] if s["file"] not in old] + [merged]
 
         run._update(swap)

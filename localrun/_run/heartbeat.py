@@ -32,7 +32,9 @@ def start(run: Run) -> threading.Thread:
 
 def beat_owner(m: mf.Manifest) -> None:
     """The change a heartbeat commits (data flushes carry it too)."""
-    beat(m["owner"])
+    owner = m["owner"]
+    if owner is not None:  # None: the run is not ours; the fence has refused the commit already
+        beat(owner)
 
 
 def _loop(run: Run) -> None:

@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .. import _settings
 from .._store import manifest as mf
@@ -238,8 +238,9 @@ def _resume_fields(
                 raise UsageError(
                     f"resuming run {m['project']}/{m['id']}: {exc}. {fresh_hint}"
                 ) from None
+        given = cast(dict[str, Any], m)  # name, notes, tags, group, job_type: as given
         for k, v in fields.items():
             if v is not None:
-                m[k] = v
+                given[k] = v
 
     return apply

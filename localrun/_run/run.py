@@ -28,6 +28,7 @@ from .._store import segments
 from .._store.files import point_latest, remove_version
 from .._store.markers import remove_marker
 from .._store.ownership import Claim, release
+from .._store.records import FileVersion, SegmentEntry
 from .._store.schema import NUMBER
 from ..errors import (
     LocalrunError,
@@ -82,9 +83,9 @@ class Run:
         self._flush_lock = threading.Lock()  # one flush at a time (thread, finish, signal)
         self._rows: list[Row] = []  # logged since the last flush; log() appends, flush takes
         self._backlog: list[list[Row]] = []  # taken but not yet written (a failed write keeps them)
-        self._pending: list[dict[str, Any]] = []  # written but not yet committed segments
+        self._pending: list[SegmentEntry] = []  # written but not yet committed segments
         self._seq = 0
-        self._mine: list[dict[str, Any]] = []  # this attempt's segments since the last rewind
+        self._mine: list[SegmentEntry] = []  # this attempt's segments since the last rewind
         self._step: int = self.starting_step
         self._row: dict[str, Any] = {}  # the uncommitted row (commit=False)
         # Interned, so the hot path can compare kinds with `is`.
@@ -298,7 +299,7 @@ class Run:
     def _flush(
         self,
         end: tuple[str, int | None] | None = None,
-        files: list[tuple[str, dict[str, Any]]] | None = None,
+        files: list[tuple[str, FileVersion]] | None = None,
     ) -> None:
         """Write the buffered rows as segments and commit them in one revision, together with
         ``files`` (saved-file versions) and, at the end, the attempt's end state.
@@ -347,7 +348,7 @@ class Run:
             runtime = self._runtime_base + (time.time() - self._t0)
             pending = list(self._pending)
             keep = self._settings.keep_versions
-            retired: list[dict[str, Any]] = []  # versions past the bound, removed once committed
+            retired: list[FileVersion] = []  # versions past the bound, removed once committed
 
             def commit(m: mf.Manifest) -> None:
                 listed = {s["file"] for s in m["segments"]}
@@ -382,8 +383,8 @@ class Run:
                 raise
             del self._pending[: len(pending)]
             self._mine.extend(pending)
-            for name, entry in files or ():
-                point_latest(self.dir, name, entry)
+            for name, version in files or ():
+                point_latest(self.dir, name, version)
             for old in retired:
                 remove_version(self.dir, old)
             if end is None:
@@ -461,7 +462,7 @@ class Run:
             raise UsageError(f"run {self.path} is finished; files can no longer be saved")
         return self._files.save(glob_str, base_path, policy)
 
-    def _commit_files(self, entries: list[tuple[str, dict[str, Any]]]) -> None:
+    def _commit_files(self, entries: list[tuple[str, FileVersion]]) -> None:
         self._flush(files=entries)
 
     # -- rewind ---------------------------------------------------------------------------

@@ -23,11 +23,12 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from ..errors import CorruptRunError, InvalidIdError, UsageError
 from . import atomic
 from .layout import FILES, check_file_name, inside, safe_dir
+from .records import FileVersion, Revision
 from .safe_io import USER_HINT, open_regular
 
 VERSIONS = ".versions"
@@ -62,7 +63,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def publish_version(run_dir: Path, src: Path, name: str, attempt: int, seq: int) -> dict[str, Any]:
+def publish_version(run_dir: Path, src: Path, name: str, attempt: int, seq: int) -> FileVersion:
     """Copy ``src`` in as a new immutable version of ``name``; return its manifest entry."""
     name = check_file_name(name)
     final = version_path(run_dir, name, attempt, seq)
@@ -108,7 +109,7 @@ def _mode(path: Path, test: Callable[[int], bool]) -> bool:
         return False
 
 
-def point_latest(run_dir: Path, name: str, entry: dict[str, Any]) -> None:
+def point_latest(run_dir: Path, name: str, entry: FileVersion) -> None:
     """Make ``files/<name>`` the given version (a hard link, replaced atomically).
 
     Every folder on the way is checked (:func:`safe_dir`): the link is never made outside.
@@ -127,7 +128,7 @@ def point_latest(run_dir: Path, name: str, entry: dict[str, Any]) -> None:
     atomic.fsync_dir(latest.parent)
 
 
-def latest_entry(m: dict[str, Any], name: str) -> dict[str, Any] | None:
+def latest_entry(m: Revision, name: str) -> FileVersion | None:
     versions = (m.get("files") or {}).get(name)
     return versions[-1] if versions else None
 
@@ -146,7 +147,7 @@ def copy_out(src: Path, dest: Path) -> None:
     atomic.replace_file(dest, write)
 
 
-def remove_version(run_dir: Path, entry: dict[str, Any]) -> None:
+def remove_version(run_dir: Path, entry: FileVersion) -> None:
     """Delete a saved version that the newest revision no longer lists (the retention bound).
 
     Called only after that revision is committed, so no reader of the newest state can miss it;

@@ -14,11 +14,10 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .identity import BOOT_ID, HOST, PID_NS, pid_alive, proc_start, same_machine, stopped
-
-Owner = dict[str, Any]
+from .records import Owner
 
 
 def new_owner(attempt: int, ttl_s: float) -> Owner:
@@ -137,7 +136,7 @@ def judge(
         return Verdict("take", "nobody owns it")
     if not is_valid(owner):
         return Verdict("take", f"it has an unreadable lease ({owner!r})")
-    assert isinstance(owner, dict)
+    owner = cast(Owner, owner)
     if force:
         return Verdict("take", f"forced, from {describe(owner)}")
     if provably_dead(owner):

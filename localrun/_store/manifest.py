@@ -12,16 +12,17 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..errors import CorruptRunError, LockTimeout, RunExistsError
 from . import atomic, revisions
 from .layout import FORMAT_VERSION, MANIFEST, MANIFEST_LOCK, ROOT_MARKER
 from .locks import manifest_mutex
 from .options import DEFAULT, StoreOptions
+from .records import Revision
 
 T = TypeVar("T")
-Manifest = dict[str, Any]
+Manifest = Revision
 _MAX_TRIES = 1000
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -54,7 +55,7 @@ def new(project: str, run_id: str, **fields: Any) -> Manifest:
         "files": {},
         "owner": None,
     }
-    m.update({k: v for k, v in fields.items() if v is not None})
+    m.update(cast(Revision, {k: v for k, v in fields.items() if v is not None}))
     return m
 
 

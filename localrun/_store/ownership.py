@@ -23,6 +23,7 @@ from .atomic import storage_error
 from .identity import HOST, PID_NS
 from .lease import Verdict, Watch, describe, judge, new_owner
 from .options import DEFAULT, StoreOptions
+from .records import Attempt, Owner
 from .repair import adopt_orphans, mark_crashed
 from .segments import entry_from_footer
 
@@ -34,12 +35,12 @@ class Claim:
     """What a writer holds after :func:`create` or :func:`take_over`."""
 
     manifest: mf.Manifest
-    owner: dict[str, Any]
+    owner: Owner
     attempt: int
     resumed: bool
 
 
-def _attempt_record(attempt: int, start_step: int) -> dict[str, Any]:
+def _attempt_record(attempt: int, start_step: int) -> Attempt:
     return {
         "attempt": attempt,
         "host": HOST,
@@ -95,7 +96,7 @@ def wait_for_manifest(run_dir: Path, seconds: float = 5.0) -> bool:
     return True
 
 
-def _in_use(run_dir: Path, owner: dict[str, Any], why: str) -> RunInUseError:
+def _in_use(run_dir: Path, owner: Owner, why: str) -> RunInUseError:
     err = RunInUseError(
         f"run {run_dir.parent.name}/{run_dir.name} is in use by {describe(owner)} ({why}). "
         "Stop that process first, or, if you are sure it is gone, pass force=True to "

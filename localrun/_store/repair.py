@@ -20,6 +20,7 @@ from . import manifest as mf
 from . import revisions, segments
 from .layout import HISTORY, QUARANTINE, inside, parse_segment_name, safe_dir, segment_name
 from .options import DEFAULT, StoreOptions
+from .records import SegmentEntry
 from .schema import NUMBER, kind_of_arrow
 from .segments import entry_from_footer, footer_meta
 
@@ -71,7 +72,7 @@ def adopt_orphans(run_dir: Path, m: mf.Manifest) -> list[str]:
     return adopted
 
 
-def _adopt(run_dir: Path, m: mf.Manifest, entry: dict[str, Any]) -> None:
+def _adopt(run_dir: Path, m: mf.Manifest, entry: SegmentEntry) -> None:
     table = segments.read_table(run_dir, entry["file"])
     _learn_columns(m, table)
     m["segments"].append(entry)
@@ -119,7 +120,7 @@ def rebuild(run_dir: Path, opts: StoreOptions = DEFAULT) -> bool:
     )
     if not names:
         return False
-    entries: list[dict[str, Any]] = []
+    entries: list[SegmentEntry] = []
     m = mf.new(run_dir.parent.name, run_dir.name)
     for name in names:
         rel = f"{HISTORY}/{name}"

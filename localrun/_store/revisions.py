@@ -26,14 +26,15 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..errors import CorruptRunError, FormatVersionError, RunNotFoundError
 from . import atomic
 from .layout import FORMAT_VERSION, LOG, MANIFEST, parse_revision_name, revision_name
+from .records import Revision
 
 log = logging.getLogger(__name__)
-Manifest = dict[str, Any]
+Manifest = Revision
 PRUNE_EVERY = 16
 
 
@@ -128,7 +129,7 @@ def parse(data: Any, where: Path) -> Manifest:
     for a in data["attempts"]:
         if not isinstance(a, dict) or not isinstance(a.get("attempt"), int):
             raise CorruptRunError(f"{where} lists an attempt of unexpected shape: {a!r:.200}")
-    return data
+    return cast(Revision, data)
 
 
 def read_revision(run_dir: Path, rev: int) -> Manifest:

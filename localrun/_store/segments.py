@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from ..errors import CorruptRunError
 from . import atomic
 from .layout import HISTORY, parse_segment_name, run_label, safe_dir, segment_name
+from .records import SegmentEntry
 from .safe_io import open_inside, open_regular
 
 META_KEY = b"localrun"
@@ -47,7 +48,7 @@ def read_table(run_dir: Path, rel: object, columns: list[str] | None = None) -> 
             raise damaged(run_dir, str(rel), exc) from exc
 
 
-def problem(run_dir: Path, entry: dict[str, Any]) -> str | None:
+def problem(run_dir: Path, entry: SegmentEntry) -> str | None:
     """What is wrong with a listed segment, or None: for ``localrun verify``.
 
     Footer only (O(1) per segment): the file must be a readable segment with a ``_step``
@@ -74,7 +75,7 @@ def problem(run_dir: Path, entry: dict[str, Any]) -> str | None:
 
 def write(
     run_dir: Path, attempt: int, seq: int, table: pa.Table, meta: dict[str, Any]
-) -> dict[str, Any]:
+) -> SegmentEntry:
     """Publish ``table`` as segment ``(attempt, seq)`` and return its manifest entry.
 
     Raises ``FileExistsError`` rather than overwrite a segment (a stale writer's late flush).
@@ -102,12 +103,12 @@ def write(
 
 def merge(
     run_dir: Path,
-    entries: list[dict[str, Any]],
+    entries: list[SegmentEntry],
     attempt: int,
     seq: int,
     level: int,
     meta: dict[str, Any],
-) -> dict[str, Any]:
+) -> SegmentEntry:
     """Write the rows of ``entries`` (consecutive segments of one attempt) as one segment.
 
     Compaction: it keeps the manifest short for runs that flush every few seconds for days.
@@ -122,7 +123,7 @@ def merge(
     return entry
 
 
-def entry_from_footer(run_dir: Path, rel: str) -> dict[str, Any]:
+def entry_from_footer(run_dir: Path, rel: str) -> SegmentEntry:
     """Rebuild a manifest entry from a segment's footer alone (O(1) in the run's length).
 
     Raises on a file that is not a complete, readable segment.
@@ -164,7 +165,7 @@ def footer_meta(path: Path) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
-def read_rows(f: BinaryIO, seg: dict[str, Any], bound: int | None, schema: pa.Schema) -> pa.Table:
+def read_rows(f: BinaryIO, seg: SegmentEntry, bound: int | None, schema: pa.Schema) -> pa.Table:
     """The rows of an open listed segment in the run's ``schema`` (what ``history()`` reads).
 
     Rows above ``bound`` (a rewind) are left out. A file that is not what the manifest lists

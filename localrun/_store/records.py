@@ -1,0 +1,105 @@
+"""The records a revision holds, typed: what every layer reads and writes (docs/format.md).
+
+TypedDicts, not classes: a revision is plain JSON that tools without localrun read, so the
+records stay dicts on disk and in memory, and the type checker holds every module to their
+fields. ``revisions.parse`` checks the shape of what is read from disk against them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+State = Literal["running", "finished", "failed", "crashed", "preempted"]
+
+
+class Owner(TypedDict, total=False):
+    """The lease: who may write the run now (DESIGN §5)."""
+
+    host: str
+    boot_id: str
+    pid_ns: str
+    pid: int
+    proc_start: str
+    token: str
+    attempt: int
+    hb_seq: int
+    hb_time: float
+    ttl_s: float
+
+
+class Attempt(TypedDict, total=False):
+    """One process's life inside the run."""
+
+    attempt: int
+    host: str | None
+    pid: int | None
+    pid_ns: str
+    started: float | None
+    ended: float | None
+    start_step: int
+    state: str
+    exit_code: int | None
+
+
+class SegmentEntry(TypedDict, total=False):
+    """A committed segment: ``history/<attempt>-<seq>.parquet`` and its step range."""
+
+    file: str
+    attempt: int
+    seq: int
+    rows: int
+    min_step: int
+    max_step: int
+    bytes: int
+    level: int
+
+
+class Rewind(TypedDict):
+    """Rows of segments before ``(attempt, seq)`` above ``step`` are hidden."""
+
+    attempt: int
+    seq: int
+    step: int
+
+
+class FileVersion(TypedDict, total=False):
+    """One stored version of a saved file."""
+
+    version: str
+    path: str
+    sha256: str
+    size: int
+    saved: float
+    attempt: int
+
+
+class Revision(TypedDict, total=False):
+    """A run's whole state: one ``log/<rev>.json`` (and ``manifest.json``, its copy)."""
+
+    format: int
+    rev: int
+    uid: str
+    project: str
+    id: str
+    name: str
+    notes: str | None
+    tags: list[str]
+    group: str | None
+    job_type: str | None
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    summary_explicit: list[str]
+    state: str
+    created: float
+    updated: float
+    runtime: float
+    last_step: int
+    dropped_steps: int
+    schema: dict[str, str]
+    segments: list[SegmentEntry]
+    rewinds: list[Rewind]
+    attempts: list[Attempt]
+    owner: Owner | None
+    files: dict[str, list[FileVersion]]
+    lost_segments: list[str]
+    repaired: float
