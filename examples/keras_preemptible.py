@@ -20,11 +20,14 @@ EPOCHS = int(os.environ.get("EPOCHS", "30"))
 
 run = localrun.init(project="preemptible", resume=True)
 
-if run.resumed:
-    # restore the best model
-    model = keras.models.load_model(localrun.restore("model-best.keras").name)
+# the best model so far: None for a new run, and for one killed before its first save
+best = localrun.restore("model-best.keras", missing_ok=True) if run.resumed else None
+if best is not None:
+    model = keras.models.load_model(best.name)
     print(f"resumed run {run.path} at epoch {run.step}, best loss {run.summary['best_loss']:.4f}")
 else:
+    if run.step > 0:  # epochs were logged but no model was kept: train (and log) from scratch
+        run.rewind(-1)
     a = keras.layers.Input(shape=(32,))
     b = keras.layers.Dense(10)(a)
     model = keras.models.Model(inputs=a, outputs=b)

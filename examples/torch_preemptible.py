@@ -32,6 +32,8 @@ if ckpt is not None:
         run.rewind(ckpt["epoch"])
     print(f"resumed run {run.path} at epoch {run.step} from checkpoint epoch {ckpt['epoch']}")
 else:
+    if run.step > 0:  # epochs were logged but no checkpoint was kept: start over
+        run.rewind(-1)
     print(f"new run {run.path}")
 
 for epoch in range(run.step, EPOCHS):

@@ -173,7 +173,7 @@ def test_resume_auto_after_a_failed_attempt_names_the_way_out(
         localrun.init(project="p", resume=True, dir=root, config={"lr": 0.2})
     text = str(info.value)
     assert "localrun markers clear key-job-7 --project p" in text
-    assert "LOCALRUN_RESUME=never" in text
+    assert "LOCALRUN_RESUME_KEY=<new key>" in text
     from tests.test_cli import cli
 
     cleared = cli(root, "markers", "clear", "key-job-7", "--project", "p")

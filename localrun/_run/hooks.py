@@ -143,9 +143,12 @@ def _at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
-    """A forked child (a DataLoader worker) must never flush or finish the parent's run."""
+    """A forked child (a DataLoader worker) must never flush or finish the parent's run: it is
+    no one's current run here, and its log() leaves the hot path for the one that refuses."""
     global _current
     _current = None
+    for run in list(_all_runs):
+        run._fast = False
 
 
 def install() -> None:

@@ -98,8 +98,8 @@ def init(
         marker = marker_path(s.root, s.project, key)
         fresh_hint = (
             f"This job's auto-resume marker {key!r} names this run. To start a fresh run "
-            f"instead, clear it (`localrun markers clear {key} --project {s.project}`) or run "
-            "with LOCALRUN_RESUME=never"
+            f"instead, clear it (`localrun markers clear {key} --project {s.project}`) and run "
+            "again, or give the job another key (LOCALRUN_RESUME_KEY=<new key>)"
         )
         if run_id is None:
             run_id = _auto_target(s, marker)

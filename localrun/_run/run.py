@@ -192,6 +192,7 @@ class Run:
             raise self._error
         if self._finished:
             raise UsageError(f"run {self.path} is finished; call localrun.init() for a new one")
+        self._check_process()
         if not isinstance(data, Mapping):
             raise UsageError(f"log() takes a dict of key -> value, got {type(data).__name__}")
         if step is None and commit is not False and not self._row:

@@ -31,8 +31,8 @@ class LocalrunCallback(keras.callbacks.Callback):  # type: ignore[misc]
     ``best_<monitor>`` and ``best_epoch``; after a resume the callback continues from them, so a
     restarted job does not overwrite a better model with a worse one.
 
-    Before the best model is saved the run is flushed, so the model, its epoch's row and the
-    best value are committed together: a crash never leaves a model newer than its record.
+    ``run.save`` commits the model, its epoch's row and the best value in one revision: a crash
+    never leaves a model newer than its record, nor a best value without its model.
     """
 
     def __init__(
@@ -94,7 +94,6 @@ class LocalrunCallback(keras.callbacks.Callback):  # type: ignore[misc]
             self.best = current
             run.summary.update({f"best_{self.monitor}": current, "best_epoch": epoch})
             if self.save_model:
-                run.flush()
                 self._save_model(run)
         elif self.save_model and not self.save_best_only:
             self._save_model(run)
