@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -27,15 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("localrun")
 
 
-def start(run: Run) -> threading.Thread:
-    thread = threading.Thread(
-        target=_loop, args=(run,), name=f"localrun-flush-{run.id}", daemon=True
-    )
-    thread.start()
-    return thread
-
-
-def _loop(run: Run) -> None:
+def loop(run: Run) -> None:
     pa.array([0.0])  # pay pyarrow's lazy pandas import here, not in the first flush
     interval = run._settings.flush_interval
     while not run._stop.is_set():

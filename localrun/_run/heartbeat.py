@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import TYPE_CHECKING
 
 from .._store import manifest as mf
@@ -22,14 +21,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("localrun")
 
 
-def start(run: Run) -> threading.Thread:
-    thread = threading.Thread(
-        target=_loop, args=(run,), name=f"localrun-heartbeat-{run.id}", daemon=True
-    )
-    thread.start()
-    return thread
-
-
 def beat_owner(m: mf.Manifest) -> None:
     """The change a heartbeat commits (data flushes carry it too)."""
     owner = m["owner"]
@@ -37,7 +28,7 @@ def beat_owner(m: mf.Manifest) -> None:
         beat(owner)
 
 
-def _loop(run: Run) -> None:
+def loop(run: Run) -> None:
     """Bump the lease every TTL/3, on its own thread.
 
     Never behind a data flush: a slow one (a first pyarrow import, a large segment on a

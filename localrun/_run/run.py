@@ -54,6 +54,14 @@ _NUMBERS = frozenset({float, int})
 _INT64 = 2**63
 
 
+def _daemon(loop: Callable[[Run], None], run: Run, what: str) -> threading.Thread:
+    """A background thread of the run that never keeps the process alive on its own."""
+    thread = threading.Thread(target=loop, args=(run,), name=f"localrun-{what}-{run.id}")
+    thread.daemon = True
+    thread.start()
+    return thread
+
+
 def _ints_fit(data: dict[str, Any]) -> bool:
     """Ints that float64 columns take as Python's float() would (|v| < 2**63)."""
     return all(-_INT64 < v < _INT64 for v in data.values() if type(v) is int)
@@ -116,8 +124,8 @@ class Run:
         self._preempted = False
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = flusher.start(self)
-        self._heartbeat = heartbeat.start(self)
+        self._thread = _daemon(flusher.loop, self, "flush")
+        self._heartbeat = _daemon(heartbeat.loop, self, "heartbeat")
         hooks.register(self)
 
     # -- identity -------------------------------------------------------------------------
