@@ -138,7 +138,15 @@ class Api:
         else:
             dirs = self._run_dirs(path)
         ttl, opts = _settings.lease_ttl(), _settings.store_options()
-        return [verify_run(d, repair, ttl, opts) for d in dirs]
+        if path and "/" in path:
+            return [verify_run(dirs[0], repair, ttl, opts)]  # one run: its error is the answer
+        reports = []
+        for d in dirs:  # many runs: one run's damage is its report, never the end of the walk
+            try:
+                reports.append(verify_run(d, repair, ttl, opts))
+            except LocalrunError as exc:
+                reports.append(VerifyReport(f"{d.parent.name}/{d.name}", problems=[str(exc)]))
+        return reports
 
     def run(self, path: str) -> StoredRun:
         """One run, by ``"project/run_id"``."""

@@ -486,3 +486,19 @@ def test_verify_finds_a_damaged_segment(root: Path) -> None:
     report = localrun.Api(root).verify("p/r")[0]
     assert not report.ok
     assert any("history/0001-000001.parquet" in p for p in report.problems)
+
+
+def test_verify_over_a_root_reports_one_hostile_run_and_checks_the_others(
+    root: Path, tmp_path: Path
+) -> None:
+    _finished_run(root, segments=1)
+    with localrun.init(project="p", id="good", dir=root) as run:
+        run.log({"loss": 1.0})
+    history = root / "p" / "r" / "history"
+    outside = tmp_path / "elsewhere"
+    history.rename(outside)
+    history.symlink_to(outside)  # the hostile run: its history/ leads out of the root
+    reports = {r.run: r for r in localrun.Api(root).verify(repair=True)}
+    assert reports["p/good"].ok
+    assert not reports["p/r"].ok and "symbolic link" in " ".join(reports["p/r"].problems)
+    assert sorted(p.name for p in outside.iterdir()) == ["0001-000000.parquet"]  # untouched

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import localrun
+from localrun._store import manifest as mf
 from tests.conftest import spawn, start_at_barrier
 
 RACER = """
@@ -56,7 +56,9 @@ def test_twenty_processes_racing_to_resume_exactly_one_wins(root: Path, tmp_path
     assert stored.state == "finished"
 
 
-def test_dead_owner_on_this_host_is_taken_over_at_once(root: Path) -> None:
+def test_dead_owner_on_this_host_is_taken_over_at_once(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     proc = spawn(
         """
         import os, signal, localrun
@@ -69,32 +71,34 @@ def test_dead_owner_on_this_host_is_taken_over_at_once(root: Path) -> None:
         root,
     )
     proc.wait()
-    t0 = time.monotonic()
     run = localrun.init(project="p", id="r", resume="must", dir=root)
-    assert time.monotonic() - t0 < 2.0  # no waiting: the pid is provably gone
+    assert "watching the heartbeat" not in caplog.text  # no waiting: the pid is provably gone
+    assert "its owner's process is gone" in caplog.text
     assert run.attempt == 2 and run.step == 1
     run.finish()
     assert [a["state"] for a in localrun.Api(root).run("p/r").attempts] == ["crashed", "finished"]
 
 
 def _fake_owner(root: Path, host: str, ttl: float) -> None:
-    """Record the run as owned by a process on another host that died (its heartbeat is frozen)."""
-    path = root / "p" / "r" / "manifest.json"
-    m = json.loads(path.read_text())
-    m["owner"] = {
-        "host": host,
-        "boot_id": "x",
-        "pid": 1234567,
-        "proc_start": "1",
-        "token": "dead",
-        "attempt": 1,
-        "hb_seq": 41,
-        "hb_time": time.time(),
-        "ttl_s": ttl,
-    }
-    m["state"] = "running"
-    m["attempts"][-1]["state"] = "running"
-    path.write_text(json.dumps(m))
+    """Record the run as owned by a process on another host that died (its heartbeat is frozen):
+    a revision committed as that process's last one would have been."""
+
+    def owned(m: mf.Manifest) -> None:
+        m["owner"] = {
+            "host": host,
+            "boot_id": "x",
+            "pid": 1234567,
+            "proc_start": "1",
+            "token": "dead",
+            "attempt": 1,
+            "hb_seq": 41,
+            "hb_time": time.time(),
+            "ttl_s": ttl,
+        }
+        m["state"] = "running"
+        m["attempts"][-1]["state"] = "running"
+
+    mf.update(root / "p" / "r", owned)
 
 
 def test_frozen_heartbeat_of_another_host_is_taken_over_after_its_ttl(root: Path) -> None:
@@ -103,18 +107,18 @@ def test_frozen_heartbeat_of_another_host_is_taken_over_after_its_ttl(root: Path
     t0 = time.monotonic()
     run = localrun.init(project="p", id="r", resume="must", dir=root)
     waited = time.monotonic() - t0
-    assert 1.5 <= waited < 6.0
+    assert 1.5 <= waited < 60.0  # the TTL on this clock; the upper bound only catches a hang
     assert run.attempt == 2
     run.finish()
     assert localrun.Api(root).run("p/r").attempts[0]["state"] == "crashed"
 
 
-def test_force_takes_over_without_waiting(root: Path) -> None:
+def test_force_takes_over_without_waiting(root: Path, caplog: pytest.LogCaptureFixture) -> None:
     _existing(root)
     _fake_owner(root, "node-that-died", ttl=600)
-    t0 = time.monotonic()
     run = localrun.init(project="p", id="r", resume="must", dir=root, force=True)
-    assert time.monotonic() - t0 < 2.0 and run.attempt == 2
+    assert run.attempt == 2 and "forced" in caplog.text
+    assert "watching the heartbeat" not in caplog.text
 
 
 def test_live_owner_on_another_host_is_refused(root: Path) -> None:
@@ -139,10 +143,9 @@ def test_live_owner_on_another_host_is_refused(root: Path) -> None:
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     try:
-        t0 = time.monotonic()
+        # refused because the heartbeat moved (a TTL that ran out would have taken it over)
         with pytest.raises(localrun.RunInUseError, match="host other-node.*heartbeat moved"):
             localrun.init(project="p", id="r", resume="must", dir=root)
-        assert time.monotonic() - t0 < TTL  # refused as soon as the heartbeat moved, not at TTL
     finally:
         proc.kill()
         proc.wait()
