@@ -42,11 +42,14 @@ def _manifest_path(root: Path) -> Path:
 
 
 def _edit_manifest(root: Path, change: Any) -> None:
-    """Rewrite manifest.json by hand, as another tool (or an attacker) could."""
-    path = _manifest_path(root)
-    m = json.loads(path.read_text())
-    change(m)
-    path.write_text(json.dumps(m))
+    """Rewrite the run's state by hand, as another tool (or an attacker) could: its newest
+    revision in log/ (the state) and manifest.json (its copy)."""
+    run_dir = _manifest_path(root).parent
+    newest = max((run_dir / "log").glob("*.json"))
+    for path in (newest, _manifest_path(root)):
+        m = json.loads(path.read_text())
+        change(m)
+        path.write_text(json.dumps(m))
 
 
 def _finished_run(root: Path, segments: int = 2) -> Path:

@@ -318,10 +318,10 @@ def test_garbage_lease_is_treated_as_no_owner(root, caplog) -> None:
     import json
 
     _existing(root)
-    manifest = root / "p" / "r1" / "manifest.json"
-    data = json.loads(manifest.read_text())
+    newest = max((root / "p" / "r1" / "log").glob("*.json"))  # the state, edited by hand
+    data = json.loads(newest.read_text())
     data["owner"] = {"host": 12, "junk": True}
-    manifest.write_text(json.dumps(data))
+    newest.write_text(json.dumps(data))
     run = localrun.init(project="p", id="r1", resume="must", dir=root)
     assert run.resumed and "unreadable lease" in caplog.text
 

@@ -83,6 +83,7 @@ CASES: dict[str, tuple[Callable[[localrun.Run, int, int], None], int | None]] = 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.filterwarnings("ignore:localrun. step .* is lower:localrun.LocalrunWarning")
 def test_threads_logging_at_once_commit_every_step_once(root: Path, case: str) -> None:
     body, expected_rows = CASES[case]
     run = localrun.init(project="p", id="r", dir=root, flush_interval=0.02)

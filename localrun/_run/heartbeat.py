@@ -39,7 +39,7 @@ def loop(run: Run) -> None:
             return
 
         try:
-            run._update(beat_owner)
+            run._update(beat_owner, copy=False)
         except RunSupersededError:
             return
         except Exception as exc:  # keep beating: the next one may get through

@@ -399,11 +399,11 @@ class Run:
             if end is None:
                 flusher.compact(self, meta)
 
-    def _update(self, change: Callable[[mf.Manifest], None]) -> None:
-        """Read-modify-write the manifest as this attempt's owner: the fence (DESIGN §5).
+    def _update(self, change: Callable[[mf.Manifest], None], copy: bool = True) -> None:
+        """Commit a change to the run's state as this attempt's owner: the fence (DESIGN §5).
 
         If the lease is no longer this process's (it hung, and another took the run over), it
-        commits nothing and this writer is superseded for good.
+        commits nothing and this writer is superseded for good. ``copy``: see ``mf.update``.
         """
 
         self._check_process()
@@ -415,7 +415,7 @@ class Run:
                 raise self._superseded(f"another process took the run over as attempt {newest}")
             change(m)
 
-        mf.update(self.dir, fenced, opts=self._settings.store)
+        mf.update(self.dir, fenced, opts=self._settings.store, copy=copy)
 
     def _check_process(self) -> None:
         """A forked child (a DataLoader worker) never writes its parent's run: the parent owns

@@ -82,6 +82,7 @@ def create(run_dir: Path, m: Manifest, opts: StoreOptions = DEFAULT) -> None:
         revisions.publish(run_dir, 0, m)
     except revisions.Conflict:
         raise RunExistsError(f"run {run_dir} was created by another process") from None
+    revisions.write_copy(run_dir, m)
 
 
 def update(
@@ -89,6 +90,7 @@ def update(
     fn: Callable[[Manifest], T],
     commit: Callable[[T], bool] | None = None,
     opts: StoreOptions = DEFAULT,
+    copy: bool = True,
 ) -> T:
     """Apply ``fn`` to the newest revision and commit the result as the next one.
 
@@ -96,26 +98,41 @@ def update(
     on the newer state (so it must compute its change from ``m``, as every caller does, and may
     raise to abort, as the writer's fence does). The mutex only makes committers take turns.
     ``commit(result)`` may say False (a look that changed nothing): nothing is written then.
+    ``copy``: refresh ``manifest.json`` afterwards (the heartbeat skips it: a copy that differs
+    only in the heartbeat tells people nothing, and the heartbeat must never wait on a file).
     """
+    committed: Manifest | None = None
     with manifest_mutex(run_dir / MANIFEST_LOCK, opts):
         delay = 0.001
+        taken = 0  # a revision number found taken: read it by name on the next try
         for _ in range(_MAX_TRIES):
-            snap = revisions.newest(run_dir)
+            try:
+                snap = revisions.newest(run_dir, at_least=taken)
+            except revisions.Conflict:  # taken, but not visible to this client yet: wait
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+                continue
             result = fn(snap.manifest)
             if commit is not None and not commit(result):
                 return result
             try:
                 rev = revisions.publish(run_dir, snap.head, snap.manifest)
-            except revisions.Conflict:
-                time.sleep(delay)  # another committer won: take its state and apply again
+            except revisions.Conflict as lost:
+                taken = lost.rev  # another committer won: take its state, then apply again
+                time.sleep(delay)
                 delay = min(delay * 2, 0.05)
                 continue
             revisions.prune(run_dir, rev, opts.keep_revisions)
-            return result
-    raise LockTimeout(
-        f"run {run_dir}: {_MAX_TRIES} commits in a row lost to other processes; is some "
-        "process committing in a loop? Nothing of this change was written"
-    )
+            committed = snap.manifest
+            break
+        else:
+            raise LockTimeout(
+                f"run {run_dir}: {_MAX_TRIES} commits in a row lost to other processes; is some "
+                "process committing in a loop? Nothing of this change was written"
+            )
+    if copy:
+        revisions.write_copy(run_dir, committed)
+    return result
 
 
 def ensure_root(root: Path) -> None:

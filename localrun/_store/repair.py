@@ -163,4 +163,5 @@ def rebuild(run_dir: Path, opts: StoreOptions = DEFAULT) -> bool:
         os.replace(old, old.with_name(f"{old.name}.corrupt-{int(time.time())}"))
     head = max(revisions.list_revisions(run_dir), default=0)
     revisions.publish(run_dir, head, m)
+    revisions.write_copy(run_dir, m)
     return True

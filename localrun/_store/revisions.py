@@ -39,7 +39,11 @@ PRUNE_EVERY = 16
 
 
 class Conflict(Exception):
-    """Another process created the revision this commit wanted: re-read and retry."""
+    """Another process created revision ``rev``, which this commit wanted: re-read and retry."""
+
+    def __init__(self, rev: int) -> None:
+        super().__init__(rev)
+        self.rev = rev
 
 
 @dataclass
@@ -168,19 +172,18 @@ def exists(run_dir: Path) -> bool:
     return (run_dir / MANIFEST).is_file() or bool(list_revisions(run_dir))
 
 
-def newest(run_dir: Path) -> Snapshot:
-    """The newest readable revision; :class:`RunNotFoundError` when there is none at all."""
-    hint, hint_error = _hint(run_dir)
-    if hint is not None:
-        rev = hint.get("rev")
-        if (
-            isinstance(rev, int)
-            and rev > 0
-            and not rev_path(run_dir, rev + 1).exists()
-            and rev_path(run_dir, rev).exists()
-        ):
-            return Snapshot(rev, rev, hint)
+def newest(run_dir: Path, at_least: int = 0) -> Snapshot:
+    """The newest readable revision; :class:`RunNotFoundError` when there is none at all.
+
+    Found from ``log/`` alone: never from ``manifest.json``, which other clients may hold open
+    (on NFSv4 a reader of a file holds a delegation that every replace of it must recall, which
+    stalled commits for seconds when the commit path read the copy). ``at_least``: a revision
+    number a commit just found taken (EEXIST comes from the server): it exists, so it is read by
+    name even where this client's directory listing and name lookups still lag.
+    """
     revs = list_revisions(run_dir)
+    if at_least and (not revs or revs[-1] < at_least):
+        revs.append(at_least)
     if revs:
         head = revs[-1]
         while rev_path(run_dir, head + 1).exists():  # a directory listing may lag on NFS
@@ -191,6 +194,8 @@ def newest(run_dir: Path) -> Snapshot:
             try:
                 m = read_revision(run_dir, rev)
             except FileNotFoundError:
+                if rev == at_least:  # known to exist: this client cannot see it yet
+                    raise Conflict(rev) from None
                 continue  # pruned between the listing and the read
             except CorruptRunError as exc:
                 errors.append(str(exc))
@@ -203,6 +208,7 @@ def newest(run_dir: Path) -> Snapshot:
             f"run {run_dir}: no revision in {LOG}/ can be read ({'; '.join(errors[:3])}); run "
             "`localrun verify --repair`"
         )
+    hint, hint_error = _hint(run_dir)  # only a run of format 1 has no log/
     if hint is not None and hint.get("format", 1) == 1:
         return Snapshot(0, 0, hint)  # format 1: manifest.json is the state
     if hint_error is not None:
@@ -215,8 +221,8 @@ def newest(run_dir: Path) -> Snapshot:
 def publish(run_dir: Path, head: int, m: Manifest) -> int:
     """Commit ``m`` as revision ``head + 1``; :class:`Conflict` if another process got there.
 
-    Then refresh the ``manifest.json`` hint. The commit has happened once the link succeeds, so
-    a failure to write the hint is logged, not raised: readers find the revision without it.
+    The commit has happened once the link succeeds. The ``manifest.json`` copy is written apart
+    (:func:`write_copy`), after the mutex is let go.
     """
     rev = head + 1
     m["rev"] = rev
@@ -236,13 +242,25 @@ def publish(run_dir: Path, head: int, m: Manifest) -> int:
         atomic.publish_file(rev_path(run_dir, rev), write)
     except FileExistsError:
         raise Conflict(rev) from None
+    return rev
+
+
+def write_copy(run_dir: Path, m: Manifest) -> None:
+    """Refresh ``manifest.json``, the copy of a committed revision for people and other tools.
+
+    Best effort and outside every lock: the revision is committed already, and localrun itself
+    never reads the copy of a format-2 run. A replace that stalls (another client holding the
+    file open on NFSv4) or fails delays nobody's commit and loses nothing.
+    """
+    payload = json.dumps(m, indent=1, sort_keys=True, allow_nan=False).encode()
+
+    def write(path: Path) -> None:
+        path.write_bytes(payload)
+
     try:
         atomic.replace_file(run_dir / MANIFEST, write)
     except OSError as exc:
-        log.warning(
-            "committed revision %d of %s, but could not refresh %s: %s", rev, run_dir, MANIFEST, exc
-        )
-    return rev
+        log.warning("could not refresh %s of %s: %s", MANIFEST, run_dir, exc)
 
 
 def prune(run_dir: Path, rev: int, keep: int) -> None:

@@ -111,7 +111,7 @@ def _check(run_dir: Path, snap: revisions.Snapshot, rep: Report) -> _Findings:
             f"revisions {snap.rev + 1}..{snap.head} in {LOG}/ are damaged; the state is "
             f"revision {snap.rev}"
         )
-    if snap.rev > 0:
+    if snap.rev > 0 and m.get("owner") is None:  # a live run's copy skips heartbeats
         try:
             hint = revisions.parse(read_json(run_dir / MANIFEST), run_dir / MANIFEST)
             found.hint_stale = hint.get("rev") != snap.rev
