@@ -14,13 +14,15 @@ from __future__ import annotations
 # atexit would lose its rows, so import it now (it is small).
 import concurrent.futures.thread  # noqa: F401
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from .._store.schema import ARROW_TYPES
 
-Row = tuple[int, float, dict[str, Any]]
+Row = tuple[int, float, dict[str, Any]]  # (step, unix time, values): a row with its step
+Pending = tuple[int | None, float, dict[str, Any]]  # as log() appends it: step None = the next
 log = logging.getLogger("localrun")
 _INT64 = pa.int64()
 _FLOAT64 = pa.float64()
@@ -29,7 +31,7 @@ _FLOAT64 = pa.float64()
 _CONVERSION_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
 
 
-def last_values(rows: list[Row]) -> dict[str, Any]:
+def last_values(rows: Sequence[Row] | Sequence[Pending]) -> dict[str, Any]:
     """The last non-None value of each key: what the summary shows between flushes."""
     out: dict[str, Any] = {}
     for _, _, values in reversed(rows):

@@ -39,7 +39,7 @@ from ..errors import (
     UsageError,
 )
 from . import flusher, heartbeat, hooks
-from .buffer import Row, last_values, to_table
+from .buffer import Pending, Row, last_values, to_table
 from .files import FileSaver
 from .heartbeat import beat_owner
 from .state import Config, Summary
@@ -89,12 +89,19 @@ class Run:
         # True while log()'s hot path may run: open, no error, no pending (commit=False) row.
         self._fast = True
         self._flush_lock = threading.Lock()  # one flush at a time (thread, finish, signal)
-        self._rows: list[Row] = []  # logged since the last flush; log() appends, flush takes
+        self._rows: list[Pending] = []  # logged since the last flush; log() appends, flush takes
         self._backlog: list[list[Row]] = []  # taken but not yet written (a failed write keeps them)
         self._pending: list[SegmentEntry] = []  # written but not yet committed segments
         self._seq = 0
         self._mine: list[SegmentEntry] = []  # this attempt's segments since the last rewind
-        self._step: int = self.starting_step
+        # Steps are positional: a row of log()'s hot path is appended without one, and gets
+        # "the previous row's step + 1" when a flush resolves it; only a jump (log(step=N) past
+        # the current step) is appended with its step. So one list.append, atomic under the GIL
+        # and under signals, is all a row needs, from any number of threads, with no lock.
+        self._resolved = self.starting_step - 1  # the step of the last row a flush took
+        self._taken = 0  # rows flushes have taken from _rows, in all
+        self._anchor = (self.starting_step, 0)  # (step, rows appended in all) at the last jump
+        self._jump: int | None = None  # the explicit step the pending row commits at
         self._row: dict[str, Any] = {}  # the uncommitted row (commit=False)
         # Interned, so the hot path can compare kinds with `is`.
         self._kinds: dict[str, str] = {k: sys.intern(v) for k, v in (m.get("schema") or {}).items()}
@@ -144,7 +151,13 @@ class Run:
 
         So ``model.fit(initial_epoch=run.step)`` continues where the dead process stopped.
         """
-        return self._step
+        with self._lock:
+            return self._next_step()
+
+    def _next_step(self) -> int:
+        """The step of the next row appended (the caller holds ``_lock``)."""
+        step, appended = self._anchor
+        return step + (self._taken + len(self._rows) - appended)
 
     @property
     def config(self) -> Config:
@@ -185,16 +198,12 @@ class Run:
             )
         ):
             # The hot path: known number keys, plain floats/ints, no pending row, run open.
-            # The step is read, used and moved under the lock, so threads logging at once get
-            # every step exactly once and in list order; the flush takes a prefix under it too.
-            # ``with`` (not acquire/try): a signal handler that raises between acquire and
-            # try would leave the lock held; ``with`` on a C lock has no such window.
-            with self._lock:
-                rows = self._rows
-                rows.append((self._step, _now(), data.copy()))
-                self._step += 1
-                if len(rows) == self._flush_rows:
-                    self._wake.set()  # once: the flush thread takes it from here
+            # One append, no step: its place in the list is its step (see __init__), so
+            # threads logging at once get every step exactly once, in order, with no lock.
+            rows = self._rows
+            rows.append((None, _now(), data.copy()))
+            if len(rows) == self._flush_rows:
+                self._wake.set()  # once: the flush thread takes it from here
             return
         if self._error is not None:
             raise self._error
@@ -252,44 +261,62 @@ class Run:
         return row
 
     def _commit_row(self, row: dict[str, Any]) -> None:
-        self._rows.append((self._step, time.time(), row))
-        self._step += 1
-        if len(self._rows) == self._flush_rows:
+        """Append a row (the caller holds ``_lock``): at its jump's step, else the next one."""
+        rows = self._rows
+        step, self._jump = self._jump, None
+        rows.append((step, time.time(), row))
+        if step is not None:
+            self._anchor = (step + 1, self._taken + len(rows))
+        if len(rows) == self._flush_rows:
             self._wake.set()
 
     def _take_rows(self) -> list[Row]:
-        """Take the rows logged so far (the caller holds ``_lock``, as every ``log()`` does while
-        it appends, so no row is between its step and the list)."""
+        """Take the rows logged so far and give each its step (the caller holds ``_lock``).
+
+        ``log()`` only appends to the list, so copying a prefix and deleting that prefix (each
+        atomic) never loses a row appended meanwhile. A row's step is the previous row's + 1,
+        or its jump's step; a jump that threads logging at once overtook goes one past them,
+        so steps stay strictly increasing whatever the interleaving.
+        """
         rows = self._rows
         n = len(rows)
         batch = rows[:n]
         del rows[:n]
-        return batch
+        self._taken += n
+        prev = self._resolved
+        resolved: list[Row] = []
+        for step, t, values in batch:
+            prev = prev + 1 if step is None or step <= prev else step
+            resolved.append((prev, t, values))
+        self._resolved = prev
+        return resolved
 
     def _log_slow(self, data: Mapping[str, Any], step: int | None, commit: bool | None) -> None:
         row = self._validate(data)
         with self._lock:
             if step is not None:
                 step = check_step(step)
-                if step < self._step:
+                current = self._next_step()
+                if step < current:
                     self._dropped += 1
                     self._dirty = True
                     if not self._warned_drop:
                         self._warned_drop = True
                         warnings.warn(
                             f"localrun: step {step} is lower than the run's current step "
-                            f"{self._step}; the data is dropped (and later ones like it, counted "
+                            f"{current}; the data is dropped (and later ones like it, counted "
                             "in the manifest's dropped_steps). To log from an older checkpoint, "
                             "rewind the run (init(..., rewind_to=N) or run.rewind(N))",
                             LocalrunWarning,
                             stacklevel=3,
                         )
                     return
-                if step > self._step:
+                if step > current:
                     if self._row:
                         self._commit_row(self._row)
                         self._row = {}
-                    self._step = step
+                    self._jump = step  # the pending row commits at this step
+                    self._anchor = (step, self._taken + len(self._rows))
             if commit is None:
                 commit = step is None
             self._row.update(row)
@@ -439,8 +466,9 @@ class Run:
 
     def _summary_locked(self) -> dict[str, Any]:
         out = dict(self._stored_summary)
-        for rows in (*self._backlog, self._rows):
+        for rows in self._backlog:
             out.update(last_values(rows))
+        out.update(last_values(self._rows))
         out.update({k: v for k, v in self._row.items() if v is not None})
         out.update(self._explicit)
         self._stored_summary = {k: v for k, v in out.items() if k not in self._explicit}
@@ -494,8 +522,9 @@ class Run:
         self._update(apply)
         self._mine = []  # compaction never merges across a rewind
         with self._lock:
-            self._step = step + 1
-            self._row = {}
+            self._row, self._jump = {}, None
+            self._resolved = step
+            self._anchor = (step + 1, self._taken + len(self._rows))
 
     # -- ending ---------------------------------------------------------------------------
     def finish(self, exit_code: int = 0) -> None:
@@ -565,7 +594,7 @@ class Run:
             self._end("failed", 130 if isinstance(ev, KeyboardInterrupt) else 1)
 
     def __repr__(self) -> str:
-        return f"<localrun.Run {self.path} attempt={self.attempt} step={self._step}>"
+        return f"<localrun.Run {self.path} attempt={self.attempt} step={self.step}>"
 
 
 # -- init -------------------------------------------------------------------------------
