@@ -43,6 +43,8 @@ test-nfs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_log.py
 	$(BIN)/python benchmarks/bench_resume.py
+	if command -v valgrind >/dev/null; then $(BIN)/python benchmarks/bench_log_callgrind.py; \
+	else echo "valgrind not installed: skipping benchmarks/bench_log_callgrind.py"; fi
 
 # The wheel (dist/localrun_tracker-<version>-py3-none-any.whl) for machines without the checkout.
 # pip builds it with the build backend pyproject.toml names (hatchling), in an isolated env.
