@@ -4,24 +4,30 @@ Python starts slowly in the emulated VM (about 10 s to import localrun), so ever
 timed imports first, says it is ready in a file under OUT (the VM's /tmp, shared by both hosts
 and the server side), and waits there for a GO file: the suite releases it once everyone waits.
 
-    kind ROOT                              the mutex kind chosen for ROOT's mount, and which
-                                           localrun is imported
     create ROOT RUN                        create run p/RUN with 3 rows, finished
-    race ROOT RUN N TOTAL OUT GO           fork N racers that resume p/RUN when GO exists; the
-                                           winner holds the run until all TOTAL racers reported
+    race ROOT RUN N TOTAL OUT GO [make]    fork N racers that resume p/RUN when GO exists; the
+                                           winner holds the run until all TOTAL racers reported;
+                                           with ``make`` the parent creates p/RUN after forking
     writer ROOT RUN OUT [TRIGGER]          own p/RUN, log rows until superseded (exit 6) or
                                            killed; with TRIGGER, the first commit after TRIGGER
                                            exists stops the process (SIGSTOP) inside the mutex
     takeover ROOT RUN OUT GO               when GO exists, resume p/RUN (waiting out the lease),
                                            log 5 rows, finish; report the seconds it waited
-    commit-loop ROOT RUN OUT GO SECS MODE  commit to p/RUN in a tight loop for SECS seconds,
+    commit-loop ROOT RUN OUT GO SECS MODE [make]
+                                           commit to p/RUN in a tight loop for SECS seconds,
                                            each commit adding 1 to a counter; MODE "mutex" (as
-                                           shipped) or "cas" (no mutex at all: the CAS alone)
+                                           shipped) or "cas" (no mutex at all: the CAS alone);
+                                           with ``make``, create p/RUN first
+    strict-commit ROOT RUN OUT [make-and-stop]
+                                           one commit under the strict mutex; with
+                                           make-and-stop, create p/RUN and stop (SIGSTOP)
+                                           while publishing the filelock claim record
     check-race OUT TOTAL                   exactly one winner, TOTAL - 1 RunInUseError
     check-takeover ROOT RUN OUT MAXWAIT    B waited at most MAXWAIT s; steps contiguous; the old
                                            owner committed nothing after B took over
-    check-counter ROOT RUN OUT BASE        the counter equals the commits made, and every
+    check-counter ROOT RUN OUT             the counter equals the commits made, and every
                                            revision is its predecessor's counter + 1
+    check-all SRV OUT STEP...              every step's check, one PASS/FAIL line per step
 
 Exit status 1 with one ``FAIL:`` line when a check fails; a writer that is superseded exits 6.
 """
@@ -36,6 +42,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,19 +152,19 @@ class Timers:
 
 
 # -- roles ------------------------------------------------------------------------------------
-def kind(root: str) -> None:
-    Path(root).mkdir(parents=True, exist_ok=True)
-    print(f"{lock_kind(Path(root))} (localrun from {Path(localrun.__file__).parent})")
-
-
 def create(root: str, run: str) -> None:
     with localrun.init(project=PROJECT, id=run, dir=root) as r:
         for i in range(3):
             r.log({"who": 0.0, "i": float(i)})
 
 
-def race(root: str, run: str, n: str, total: str, out: str, go: str) -> None:
-    """Fork the racers after the import, so they are real processes that start at once."""
+def race(root: str, run: str, n: str, total: str, out: str, go: str, make: str = "") -> None:
+    """Fork the racers after the import, so they are real processes that start at once.
+
+    With ``make`` (on one host only), the parent then creates the run the racers resume: the
+    children are forked first, so no thread of that run is inherited across the fork.
+    """
+    print(f"{HOST}: mutex {lock_kind(Path(root))}, localrun from {Path(localrun.__file__).parent}")
     pids = []
     for _ in range(int(n)):
         pid = os.fork()
@@ -167,6 +174,9 @@ def race(root: str, run: str, n: str, total: str, out: str, go: str) -> None:
             finally:
                 os._exit(0)
         pids.append(pid)
+    if make:
+        create(root, run)
+        say(Path(out), "created", {})
     for pid in pids:
         os.waitpid(pid, 0)
 
@@ -181,8 +191,12 @@ def _racer(root: str, run: str, total: int, out: Path, go: Path) -> None:
     except localrun.RunInUseError as exc:
         say(out, f"result-{me}", {"result": "inuse", "msg": str(exc)})
         return
-    except Exception as exc:  # reported, so the check names it instead of counting a gap
-        say(out, f"result-{me}", {"result": "error", "msg": f"{type(exc).__name__}: {exc}"})
+    except Exception as exc:  # reported, so the check names it, not a gap
+        say(
+            out,
+            f"result-{me}",
+            {"result": "error", "msg": f"{type(exc).__name__}: {exc}"},
+        )
         return
     say(out, f"result-{me}", {"result": "won", "attempt": r.attempt})
     # Hold the run while the others look: until every racer reported (a loser on the other
@@ -222,7 +236,11 @@ def _instrument(trigger: Path | None, out: Path, log: list[dict[str, Any]]) -> N
         if trigger is not None and trigger.exists() and fired.acquire(blocking=False):
             held = bool(getattr(state, "held", False))
             thread = threading.current_thread().name
-            say(out, "writer-stopping", {"head": head, "mutex_held": held, "thread": thread})
+            say(
+                out,
+                "writer-stopping",
+                {"head": head, "mutex_held": held, "thread": thread},
+            )
             os.kill(os.getpid(), signal.SIGSTOP)
             woke = True
         rev = real_publish(run_dir, head, m)
@@ -231,6 +249,34 @@ def _instrument(trigger: Path | None, out: Path, log: list[dict[str, Any]]) -> N
 
     revisions.publish = publish  # type: ignore[assignment]
     mf.manifest_mutex = mutex  # type: ignore[assignment]
+    threading.Thread(target=_stall_reporter, args=(log,), daemon=True).start()
+
+
+STALL_S = 6.0
+
+
+def _stall_reporter(log: list[dict[str, Any]]) -> None:
+    """Diagnostic: when the writer committed nothing for STALL_S seconds, print once where its
+    localrun threads are (an owner that stops committing looks dead to the other host)."""
+    started, reported = time.time(), 0.0
+    while True:
+        time.sleep(1.0)
+        last = log[-1]["t"] if log else started
+        if time.time() - last < STALL_S or reported == last:
+            continue
+        reported = last
+        frames = sys._current_frames()
+        where = []
+        for t in threading.enumerate():
+            frame = frames.get(t.ident or -1)
+            if frame is None or not t.name.startswith(("localrun", "MainThread")):
+                continue
+            stack = traceback.extract_stack(frame)[-4:]
+            where.append(f"{t.name}: " + " <- ".join(f"{f.name}:{f.lineno}" for f in stack[::-1]))
+        print(
+            f"{HOST} writer: no commit for {time.time() - last:.0f}s; " + " | ".join(where),
+            flush=True,
+        )
 
 
 def writer(root: str, run: str, out: str, trigger: str | None = None) -> None:
@@ -257,6 +303,7 @@ def writer(root: str, run: str, out: str, trigger: str | None = None) -> None:
 
 def takeover(root: str, run: str, out: str, go: str) -> None:
     o = Path(out)
+    _warm_up_parquet()
     timers = Timers()
     timers.install()
     say(o, "takeover-ready", {})
@@ -276,13 +323,91 @@ def takeover(root: str, run: str, out: str, go: str) -> None:
     print(timers.report(f"{HOST} takeover"), flush=True)
 
 
-def commit_loop(root: str, run: str, out: str, go: str, secs: str, mode: str) -> None:
+def _warm_up_parquet() -> None:
+    """Load pyarrow's dataset machinery before the clock starts.
+
+    A resume that adopts an orphan segment reads it with ``pq.read_table``, whose first call
+    loads several shared libraries: 12 ms on this machine, 9 to 27 s in the emulated VM (over
+    9p). That is the emulator, not the lease protocol this step measures.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(f"/tmp/localrun-warm-{os.getpid()}.parquet")
+    pq.write_table(pa.table({"x": [1.0]}), path)
+    pq.read_table(path)
+    path.unlink()
+
+
+def strict_commit(root: str, run: str, out: str, how: str = "") -> None:
+    """One commit under filelock's StrictSoftFileLock, the mutex of ``nolock`` mounts.
+
+    With ``how == "make-and-stop"``: create p/RUN, then stop this process (a real SIGSTOP) while
+    it writes its private claim record inside ``StrictSoftFileLock.acquire``. A contender on the
+    other host that scans the claims more than 2 s later removes that record (filelock's grace
+    for private records); when this process continues, filelock cannot publish its claim. The
+    mutex is a courtesy, so the commit must still happen (DESIGN section 5): it is reported
+    either way, and the step's check wants both hosts' commits in the counter.
+    """
+    o, d = Path(out), run_dir(root, run)
+    os.environ["LOCALRUN_LOCK"] = "strict"  # the run's own commits too, whatever the mount
+    if how == "make-and-stop":
+        create(root, run)
+        from filelock._soft._strict import _publication
+
+        real_write_all = _publication.write_all
+        fired = threading.Lock()
+
+        def write_all(fd: int, data: bytes) -> None:
+            if fired.acquire(blocking=False):
+                say(o, "strict-stopping", {"pid": os.getpid()})
+                os.kill(os.getpid(), signal.SIGSTOP)
+            real_write_all(fd, data)
+
+        _publication.write_all = write_all
+
+    def bump(m: dict[str, Any]) -> None:
+        m["counter"] = int(m.get("counter", 0)) + 1
+
+    try:
+        mf.update(d, bump, opts=StoreOptions(lock_kind="strict"))
+    except Exception as exc:  # whatever escapes the courtesy mutex is the finding
+        say(o, f"strict-result-{HOST}-{os.getpid()}", {"result": f"{type(exc).__name__}: {exc}"})
+        print(f"{HOST}: the commit raised {type(exc).__name__}: {exc}", flush=True)
+        traceback.print_exc()
+        sys.exit(1)
+    say(o, f"strict-result-{HOST}-{os.getpid()}", {"result": "committed"})
+    print(f"{HOST}: committed under the strict mutex", flush=True)
+
+
+def check_strict(root: str, run: str, out: str) -> None:
+    o = Path(out)
+    results = {
+        p.name: read(o, p.name)["result"]
+        for p in o.iterdir()
+        if p.name.startswith("strict-result-")
+    }
+    print(f"strict: {results}")
+    check(
+        sorted(results.values()) == ["committed", "committed"],
+        f"a commit failed because of the courtesy mutex: {results}",
+    )
+    counter = mf.load(run_dir(root, run)).get("counter")
+    check(counter == 2, f"counter {counter} after 2 commits")
+    print("strict: a claim record reclaimed under a stopped contender did not fail its commit")
+
+
+def commit_loop(
+    root: str, run: str, out: str, go: str, secs: str, mode: str, make: str = ""
+) -> None:
     """Commit ``counter += 1`` to one run as fast as possible, racing the other host.
 
     ``cas`` replaces the courtesy mutex with nothing, so every commit relies on the server
     refusing an existing revision name (EEXIST), whatever this client's lookup cache says.
     """
     d = run_dir(root, run)
+    if make:
+        create(root, run)
     opts = StoreOptions(keep_revisions=10**9)  # keep every revision: the check walks them all
     if mode == "cas":
         mf.manifest_mutex = _no_mutex  # type: ignore[assignment]
@@ -317,7 +442,13 @@ def commit_loop(root: str, run: str, out: str, go: str, secs: str, mode: str) ->
         worst = max(worst, time.monotonic() - t1)
         n += 1
     took = time.monotonic() - t0
-    info = {"commits": n, "seconds": took, "conflicts": conflicts, "mode": mode, "worst": worst}
+    info = {
+        "commits": n,
+        "seconds": took,
+        "conflicts": conflicts,
+        "mode": mode,
+        "worst": worst,
+    }
     say(o, f"done-{mode}-{HOST}-{os.getpid()}", info)
     print(
         f"{HOST} [{mode}]: {n} commits in {took:.1f}s = {n / took:.1f}/s, "
@@ -355,8 +486,14 @@ def check_takeover(root: str, run: str, out: str, maxwait: str) -> None:
     ttl = float(os.environ["LOCALRUN_LEASE_TTL"])
     print(f"takeover: B resumed after {info['waited']:.1f}s (TTL {ttl:.0f}s)")
     # Nothing of B's (another host) can prove A dead, so B must have watched a full TTL.
-    check(info["waited"] >= ttl * 0.9, f"took over after {info['waited']:.1f}s < TTL {ttl}")
-    check(info["waited"] <= float(maxwait), f"took over after {info['waited']:.1f}s > {maxwait}")
+    check(
+        info["waited"] >= ttl * 0.9,
+        f"took over after {info['waited']:.1f}s < TTL {ttl}",
+    )
+    check(
+        info["waited"] <= float(maxwait),
+        f"took over after {info['waited']:.1f}s > {maxwait}",
+    )
     # The old owner committed nothing once B had taken over: B's last revision is the newest,
     # and every revision from B's takeover on is B's (or nobody's, after B finished).
     snap = mf.snapshot(d)
@@ -403,38 +540,91 @@ def check_takeover(root: str, run: str, out: str, maxwait: str) -> None:
     )
 
 
-def check_counter(root: str, run: str, out: str, base: str) -> None:
+def check_counter(root: str, run: str, out: str) -> None:
     o, d = Path(out), run_dir(root, run)
     done = [read(o, p.name) for p in o.iterdir() if p.name.startswith("done-")]
     total = sum(r["commits"] for r in done)
-    start = int(base, 10)
     snap = mf.snapshot(d)
     revs = revisions.list_revisions(d)
+    # the loops started from the newest revision without a counter (the run as created)
+    start = max(r for r in revs if "counter" not in revisions.read_revision(d, r))
     expect = list(range(revs[0], snap.head + 1)) if revs else []
     print(f"counter: {total} commits by {len(done)} processes; head revision {snap.head}")
-    check(snap.manifest.get("counter", 0) == total, f"counter {snap.manifest.get('counter')}")
-    check(revs == expect, f"log/ numbers not contiguous: missing {sorted(set(expect) - set(revs))}")
+    check(
+        snap.manifest.get("counter", 0) == total,
+        f"counter {snap.manifest.get('counter')}",
+    )
+    check(
+        revs == expect,
+        f"log/ numbers not contiguous: missing {sorted(set(expect) - set(revs))}",
+    )
     check(snap.head - start == total, f"{snap.head - start} revisions for {total} commits")
     prev = None
     for rev in range(start + 1, snap.head + 1):
         c = int(revisions.read_revision(d, rev).get("counter", 0))
-        check(prev is None or c == prev + 1, f"revision {rev} has counter {c} after {prev}")
+        check(
+            prev is None or c == prev + 1,
+            f"revision {rev} has counter {c} after {prev}",
+        )
         prev = c
     print(
         f"counter: {total} == counter, revisions {start + 1}..{snap.head} each +1: no lost update"
     )
 
 
+def check_all(srv: str, out: str, *steps: str) -> None:
+    """Check every step that ran, in one process (an import costs 10 to 20 s in the VM).
+
+    Each step's shell part left ``OUT/<step>/shell`` (its exit status and seconds); a step
+    passes when that part succeeded and its check here holds. One line per step for run-all.
+    """
+    maxwait = os.environ.get("MAXWAIT", "60")
+    checks = {
+        "race": lambda o: check_race(o, "6"),
+        "dead": lambda o: check_takeover(srv, "dead", o, maxwait),
+        "stop-random": lambda o: check_takeover(srv, "stop-random", o, maxwait),
+        "stop-in-mutex": lambda o: check_takeover(srv, "stop-in-mutex", o, maxwait),
+        "fence": lambda o: check_takeover(srv, "fence", o, maxwait),
+        "counter": lambda o: check_counter(srv, "counter", o),
+        "strict-reclaim": lambda o: check_strict(srv, "strict-reclaim", o),
+    }
+    failed = 0
+    for step in steps:
+        o = Path(out) / step
+        shell = read(o, "shell") if (o / "shell").exists() else {"rc": "none", "seconds": 0}
+        print(f"-- {step}:", flush=True)
+        ok = shell["rc"] == 0
+        if not ok:
+            print(f"FAIL: {step}: its shell part failed (exit {shell['rc']}; see above)")
+        else:
+            try:
+                checks[step](str(o))
+            except CheckFailed as exc:
+                print(f"FAIL: {step}: {exc}")
+                ok = False
+            except Exception as exc:  # a crashed check is a failed step
+                print(f"FAIL: {step}: {type(exc).__name__}: {exc}")
+                ok = False
+        failed += not ok
+        print(
+            f"== STEP {step}: {'PASS' if ok else 'FAIL'} ({shell['seconds']}s)",
+            flush=True,
+        )
+    if failed:
+        sys.exit(1)
+
+
 ROLES = {
-    "kind": kind,
     "create": create,
     "race": race,
     "writer": writer,
     "takeover": takeover,
     "commit-loop": commit_loop,
+    "strict-commit": strict_commit,
     "check-race": check_race,
     "check-takeover": check_takeover,
     "check-counter": check_counter,
+    "check-all": check_all,
 }
 
 if __name__ == "__main__":
