@@ -78,6 +78,7 @@ step_dead() {
   touch $o/go
   wait $T || { echo "B's takeover failed"; return 1; }
   heal A; wait $W       # a killed NFS client process finishes exiting once it reaches the server
+  return 0              # (killed: its exit status is 137)
 }
 
 # After B took over from a stopped A: wake A, which must commit nothing and exit 6.
