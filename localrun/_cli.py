@@ -36,6 +36,21 @@ RETRY_CODES = (128 + signal.SIGKILL, 128 + signal.SIGTERM)
 PIPE_WIDTH = 10_000
 
 
+def _emit_rows(
+    rows: list[dict[str, Any]], as_json: bool, what: str, project: str | None, root: object
+) -> Console | None:
+    """Print ``rows`` as JSON, or say there are none; else the console to draw the table on."""
+    if as_json:
+        _emit_json(rows)
+        return None
+    out = _console()
+    if not rows:
+        where = f"in project {project} under" if project else "under"
+        out.print(f"no {what} {where} {root}", highlight=False)
+        return None
+    return out
+
+
 def _console() -> Console:
     """A console for this command's stdout: the terminal's width there, else unbounded.
 
@@ -172,13 +187,8 @@ def ls_cmd(ctx: click.Context, project: str | None, as_json: bool) -> None:
     api = _api(ctx, project)
     rows = [_run_row(r) for r in api.runs(project)]
     rows += [_damaged_row(d) for d in api.damaged_runs(project)]
-    if as_json:
-        _emit_json(rows)
-        return
-    out = _console()
-    if not rows:
-        where = f"in project {project} under" if project else "under"
-        out.print(f"no runs {where} {api.root}", highlight=False)
+    out = _emit_rows(rows, as_json, "runs", project, api.root)
+    if out is None:
         return
     damaged = [row for row in rows if row["state"] == "damaged"]
     columns = ["run", "state", "steps", "attempts", "updated", "host"]
@@ -395,13 +405,8 @@ def markers_cmd(ctx: click.Context, project: str | None, as_json: bool) -> None:
         return
     api = _api(ctx, project)
     rows = [_marker_row(api, m) for m in api.resume_markers(project)]
-    if as_json:
-        _emit_json(rows)
-        return
-    out = _console()
-    if not rows:
-        where = f"in project {project} under" if project else "under"
-        out.print(f"no resume markers {where} {api.root}", highlight=False)
+    out = _emit_rows(rows, as_json, "resume markers", project, api.root)
+    if out is None:
         return
     table = _table("project", "key", "run", "run state", "written")
     for row in rows:

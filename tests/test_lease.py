@@ -26,6 +26,27 @@ run.finish()
 """
 
 
+def race_to_resume(root: Path, tmp_path: Path, n: int, **env: str) -> list[int]:
+    """``n`` processes at a real barrier resume one run at once; the winner holds the run until
+    every loser has been refused. Returns their exit codes (0 won, 5 refused)."""
+    go, hold = tmp_path / "go", tmp_path / "hold"
+    hold.touch()
+    procs = start_at_barrier(RACER, n, root, go, LOCALRUN_LEASE_TTL="5", HOLD_FILE=str(hold), **env)
+    go.touch()
+    deadline = time.monotonic() + 120
+    while sum(p.poll() is not None for p in procs) < n - 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    hold.unlink()
+    outs = [p.communicate(timeout=120) for p in procs]
+    codes = [p.returncode for p in procs]
+    losers = [o[0] for o, c in zip(outs, codes, strict=True) if c == 5]
+    assert all(
+        "in use by host" in text and "pid" in text and "force=True" in text for text in losers
+    ), losers
+    assert codes.count(0) == 1, (codes, [o[1][-300:] for o in outs])
+    return codes
+
+
 def _existing(root: Path) -> None:
     with localrun.init(project="p", id="r", dir=root) as run:
         run.log({"x": 1.0})
@@ -34,23 +55,8 @@ def _existing(root: Path) -> None:
 @pytest.mark.slow
 def test_twenty_processes_racing_to_resume_exactly_one_wins(root: Path, tmp_path: Path) -> None:
     _existing(root)
-    go, hold = tmp_path / "go", tmp_path / "hold"
-    hold.touch()
-    procs = start_at_barrier(RACER, 20, root, go, LOCALRUN_LEASE_TTL="5", HOLD_FILE=str(hold))
-    go.touch()
-    # Losers exit as soon as they are refused; the winner holds until they all have.
-    deadline = time.monotonic() + 120
-    while sum(p.poll() is not None for p in procs) < 19 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    hold.unlink()
-    outs = [p.communicate(timeout=120) for p in procs]
-    codes = [p.returncode for p in procs]
-    assert codes.count(0) == 1, (codes, [o[1][-300:] for o in outs])
+    codes = race_to_resume(root, tmp_path, 20)
     assert codes.count(5) == 19
-    losers = [o[0] for o, c in zip(outs, codes, strict=True) if c == 5]
-    assert all(
-        "in use by host" in text and "pid" in text and "force=True" in text for text in losers
-    )
     stored = localrun.Api(root).run("p/r")  # the manifest is valid JSON and tells one story
     assert [a["attempt"] for a in stored.attempts] == [1, 2]
     assert stored.state == "finished"

@@ -18,25 +18,15 @@ import pytest
 import localrun
 from localrun._store.locks import manifest_mutex
 from localrun._store.options import StoreOptions
-from tests.conftest import run_py, spawn, start_at_barrier
-from tests.test_lease import RACER, _existing
+from tests.conftest import run_py, spawn
+from tests.test_lease import _existing, race_to_resume
 
 
 @pytest.mark.slow
 def test_strict_mutex_races_have_one_winner(root: Path, tmp_path: Path) -> None:
     _existing(root)
-    go, hold = tmp_path / "go", tmp_path / "hold"
-    hold.touch()
-    procs = start_at_barrier(
-        RACER, 12, root, go, LOCALRUN_LEASE_TTL="5", LOCALRUN_LOCK="strict", HOLD_FILE=str(hold)
-    )
-    go.touch()
-    deadline = time.monotonic() + 120
-    while sum(p.poll() is not None for p in procs) < 11 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    hold.unlink()
-    codes = [p.wait(timeout=120) for p in procs]
-    assert codes.count(0) == 1 and codes.count(5) == 11, codes
+    codes = race_to_resume(root, tmp_path, 12, LOCALRUN_LOCK="strict")
+    assert codes.count(5) == 11, codes
     assert [a["attempt"] for a in localrun.Api(root).run("p/r").attempts] == [1, 2]
 
 
