@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +151,11 @@ def take_over(
     while True:
         outcome: Claim | Verdict | RunInUseError = decide(mf.load(run_dir))
         if isinstance(outcome, Verdict) and outcome.action == "take":
-            outcome = mf.update(run_dir, confirm, commit=lambda r: isinstance(r, Claim), opts=opts)
+            # The owner is gone or has stood still for a TTL: if it holds the mutex it will not
+            # let go, so waiting the full bound for it only delays the takeover (the commit is
+            # the compare-and-swap either way).
+            short = replace(opts, mutex_wait=min(opts.mutex_wait, 1.0))
+            outcome = mf.update(run_dir, confirm, commit=lambda r: isinstance(r, Claim), opts=short)
         if isinstance(outcome, Claim):
             return outcome
         if isinstance(outcome, RunInUseError):
