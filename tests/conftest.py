@@ -11,8 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import localrun
+
+# Property tests check what is true, never how fast: no per-example deadline (a loaded 2-core CI
+# machine would turn the default 200 ms into a flaky failure).
+settings.register_profile("localrun", deadline=None)
+settings.load_profile("localrun")
 
 REPO = Path(__file__).resolve().parents[1]
 
