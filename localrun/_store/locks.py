@@ -94,7 +94,10 @@ def manifest_mutex(lock_path: Path, opts: StoreOptions = DEFAULT) -> Iterator[bo
             lock_path,
             bound,
         )
-    except OSError as exc:  # cannot even open the lock file (permissions, read-only, gone)
+    except Exception as exc:
+        # A courtesy must never fail a commit: an unusable lock file (permissions, read-only,
+        # gone), or filelock's strict claim bookkeeping
+        # failing on NFS (an ExceptionGroup when a claim it published was broken under it)
         log.debug("cannot take the manifest lock %s (%s); committing without it", lock_path, exc)
     if lock is not None:
         with _contended_lock:
@@ -103,7 +106,10 @@ def manifest_mutex(lock_path: Path, opts: StoreOptions = DEFAULT) -> Iterator[bo
         yield lock is not None
     finally:
         if lock is not None:
-            lock.release()
+            try:
+                lock.release()
+            except Exception as exc:  # the commit is done; a claim left behind is broken later
+                log.debug("could not release the manifest lock %s: %s", lock_path, exc)
 
 
 def _acquire(lock_path: Path, bound: float, opts: StoreOptions) -> filelock.BaseFileLock:
