@@ -324,3 +324,40 @@ def test_format1_fixture_is_what_format1_wrote() -> None:
         assert not any("/log/" in n for n in names)
         marker = tar.extractfile("root/localrun.json")
         assert marker is not None and json.load(marker)["format"] == 1
+
+
+def test_a_commit_waits_for_a_listed_head_it_cannot_open_yet(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An NFS client may list the head revision before it can open it (its lookup cache lags).
+
+    A committer that fell back to the revision before would commit the head's number + 1 on
+    older state and silently drop the head's change. Such lag cannot be made on a local disk, so
+    the lag is injected into the read (three failed opens of the head); everything else is real.
+    """
+    from localrun._store import manifest as mf
+    from localrun._store import revisions
+
+    with localrun.init(project="p", id="r", dir=root, config={"lr": 0.1}):
+        pass
+    run_dir = root / "p" / "r"
+    mf.update(run_dir, lambda m: m["config"].update(head_change=1))
+    head = revisions.list_revisions(run_dir)[-1]
+    real = revisions.read_revision
+    lagging = {"left": 3}
+
+    def read(rd: Path, rev: int) -> mf.Manifest:
+        if rev == head and lagging["left"]:
+            lagging["left"] -= 1
+            raise FileNotFoundError(rev)
+        return real(rd, rev)
+
+    monkeypatch.setattr(revisions, "read_revision", read)
+    assert revisions.newest(run_dir).rev == head - 1  # a reader may see the older state
+    lagging["left"] = 3
+    mf.update(run_dir, lambda m: m["config"].update(next_change=2))
+    monkeypatch.undo()
+    m = localrun.Api(root).run("p/r").manifest
+    assert m["config"]["head_change"] == 1, "the head's change was dropped"
+    assert m["config"]["next_change"] == 2
+    assert m["rev"] == head + 1

@@ -107,7 +107,7 @@ def update(
         taken = 0  # a revision number found taken: read it by name on the next try
         for _ in range(_MAX_TRIES):
             try:
-                snap = revisions.newest(run_dir, at_least=taken)
+                snap = revisions.newest(run_dir, at_least=taken, committing=True)
             except revisions.Conflict:  # taken, but not visible to this client yet: wait
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)

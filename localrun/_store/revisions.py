@@ -172,7 +172,7 @@ def exists(run_dir: Path) -> bool:
     return (run_dir / MANIFEST).is_file() or bool(list_revisions(run_dir))
 
 
-def newest(run_dir: Path, at_least: int = 0) -> Snapshot:
+def newest(run_dir: Path, at_least: int = 0, committing: bool = False) -> Snapshot:
     """The newest readable revision; :class:`RunNotFoundError` when there is none at all.
 
     Found from ``log/`` alone: never from ``manifest.json``, which other clients may hold open
@@ -180,6 +180,10 @@ def newest(run_dir: Path, at_least: int = 0) -> Snapshot:
     stalled commits for seconds when the commit path read the copy). ``at_least``: a revision
     number a commit just found taken (EEXIST comes from the server): it exists, so it is read by
     name even where this client's directory listing and name lookups still lag.
+    ``committing``: the caller will commit on top of the result, so a head that is listed but
+    cannot be opened yet is :class:`Conflict` too. Falling back to an older revision there would
+    commit the head's number + 1 on older state and drop the head's change; a reader may fall
+    back (it sees a slightly older state), a committer must wait for the head.
     """
     revs = list_revisions(run_dir)
     if at_least and (not revs or revs[-1] < at_least):
@@ -194,8 +198,8 @@ def newest(run_dir: Path, at_least: int = 0) -> Snapshot:
             try:
                 m = read_revision(run_dir, rev)
             except FileNotFoundError:
-                if rev == at_least:  # known to exist: this client cannot see it yet
-                    raise Conflict(rev) from None
+                if rev == at_least or (committing and rev == head):
+                    raise Conflict(rev) from None  # it exists: this client cannot open it yet
                 continue  # pruned between the listing and the read
             except CorruptRunError as exc:
                 errors.append(str(exc))
