@@ -105,3 +105,21 @@ class LockTimeout(LocalrunError, TimeoutError):
     """The manifest mutex could not be taken within its bound."""
 
     exit_code = 9
+
+
+class SyncError(LocalrunError):
+    """A push to a remote did not complete; local data is never changed by sync."""
+
+    exit_code = 11
+
+
+class RemoteConflictError(SyncError):
+    """The remote holds a different run (another uid) under the same project/id: never merged."""
+
+    exit_code = 12
+
+
+class RemoteUnavailableError(SyncError):
+    """The remote is down, slow, full or refuses the token: the push can be retried later."""
+
+    exit_code = 13

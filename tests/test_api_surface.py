@@ -55,6 +55,10 @@ def test_every_error_has_a_distinct_exit_code() -> None:
         errors.CorruptRunError,
         errors.StorageError,
         errors.LockTimeout,
+        errors.FormatVersionError,
+        errors.SyncError,
+        errors.RemoteConflictError,
+        errors.RemoteUnavailableError,
     ]
     codes = [c.exit_code for c in leaves]
     assert len(set(codes)) == len(codes)
