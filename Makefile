@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-stress test-install test-nfs lint bench dist clean
+.PHONY: demo test test-stress test-install test-nfs lint bench bench-callgrind dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,11 +40,19 @@ lint: $(STAMP)
 test-nfs: $(STAMP)
 	bash tests/nfs/run-all.sh
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_log.py
-	$(BIN)/python benchmarks/bench_resume.py
-	if command -v valgrind >/dev/null; then $(BIN)/python benchmarks/bench_log_callgrind.py; \
-	else echo "valgrind not installed: skipping benchmarks/bench_log_callgrind.py"; fi
+# Every benchmark and one table of all their figures; the peers (trackio, wandb offline) live in
+# their own venv, never in the project's.
+bench: $(STAMP) .venv-bench/.installed
+	$(BIN)/python benchmarks/run_all.py
+
+.venv-bench/.installed:
+	$(PY) -m venv .venv-bench
+	.venv-bench/bin/pip install -q trackio==0.43.0 wandb==0.31.0
+	touch $@
+
+# Instructions per log() call under valgrind: repeatable on a busy machine (a few minutes).
+bench-callgrind: $(STAMP)
+	$(BIN)/python benchmarks/bench_log_callgrind.py
 
 # The wheel (dist/localrun_tracker-<version>-py3-none-any.whl) for machines without the checkout.
 # pip builds it with the build backend pyproject.toml names (hatchling), in an isolated env.
@@ -54,4 +62,4 @@ dist: $(BIN)/python
 	$(BIN)/pip wheel -q --no-deps -w dist .
 
 clean:
-	rm -rf $(VENV) localruns .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-bench localruns .pytest_cache .mypy_cache .ruff_cache

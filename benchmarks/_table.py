@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -18,6 +20,11 @@ def best_of(fn: Callable[[], object], repeat: int = 5) -> tuple[float, float]:
 
 
 def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
+    """Print one table; under ``run_all.py`` also hand its rows over for the combined table."""
+    out = os.environ.get("LOCALRUN_BENCH_OUT")
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps({"title": title, "rows": rows}) + "\n")
     width = max(len(r[0]) for r in rows)
     print(f"\n{title}")
     print(f"{'measure'.ljust(width)}  {'value':>14}  note")
