@@ -81,6 +81,13 @@ class Config(MutableMapping[str, Any]):
         except KeyError:
             raise AttributeError(key) from None
 
+    def __setattr__(self, key: str, value: Any) -> None:
+        """``config.lr = 0.1``, as wandb scripts write it (the same as ``config["lr"] = 0.1``)."""
+        if key.startswith("_"):
+            object.__setattr__(self, key, value)
+        else:
+            self.update({key: value})
+
     def __delitem__(self, key: str) -> None:
         del self._data[key]
         self._on_change()
