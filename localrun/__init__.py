@@ -31,6 +31,7 @@ from .errors import (
     SyncError,
     UsageError,
 )
+from .media import Histogram, Image, Table
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,8 @@ __all__ = [
     "CorruptRunError",
     "FormatVersionError",
     "DamagedRun",
+    "Histogram",
+    "Image",
     "InvalidIdError",
     "LocalrunError",
     "LocalrunWarning",
@@ -57,6 +60,7 @@ __all__ = [
     "StoredRun",
     "Summary",
     "SyncError",
+    "Table",
     "UsageError",
     "VerifyReport",
     "__version__",

@@ -7,6 +7,9 @@ reader never sees a partial file, never takes the writer's lease and never block
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import _settings
 from ._store import atomic, segments
@@ -35,7 +39,7 @@ from ._store.lease import is_valid, provably_dead
 from ._store.markers import remove_marker
 from ._store.records import FileVersion, Revision, SegmentEntry
 from ._store.safe_io import check_regular, open_inside
-from ._store.schema import NUMBER, STEP_FIELDS, arrow_schema
+from ._store.schema import LIST_MEDIA, MEDIA, NUMBER, STEP_FIELDS, arrow_schema
 from ._store.verify import Report as VerifyReport
 from ._store.verify import verify_run
 from .errors import (
@@ -499,6 +503,44 @@ class StoredRun:
                 return segments.read_rows(f, seg, bound, schema)
             except segments.DAMAGE_ERRORS as exc:
                 raise segments.damaged(self.dir, rel, exc) from exc
+
+    def media(self, key: str, step: int) -> Any:
+        """The media value(s) logged as ``key`` at ``step``, opened: a PIL image for an Image,
+        ``(counts, edges)`` numpy arrays for a Histogram, a ``pyarrow.Table`` for a Table; a list
+        of them for a list. ``history()`` holds the references (JSON) for engines of your own.
+        """
+        kind = (self._m.get("schema") or {}).get(key)
+        if kind not in (MEDIA, LIST_MEDIA):
+            raise UsageError(
+                f"run {self.path}: key {key!r} holds no media (its kind is {kind or 'unknown'})"
+            )
+        table = self.history([key])
+        rows = [r[key] for r in table.to_pylist() if r["_step"] == step]
+        if not rows or rows[0] is None:
+            raise RunNotFoundError(f"run {self.path} has no {key!r} at step {step}")
+        value = rows[0]
+        if kind == LIST_MEDIA:
+            return [self._open_media(ref) for ref in value]
+        return self._open_media(value)
+
+    def _open_media(self, text: str) -> Any:
+        from .media import parse_reference
+
+        ref = parse_reference(text)
+        with open_inside(self.dir, ref["path"], "media") as f:
+            data = f.read()
+        if hashlib.sha256(data).hexdigest() != ref.get("sha256"):
+            raise CorruptRunError(f"run {self.path}: media {ref['path']} does not match its sha256")
+        if ref["_type"] == "image":
+            from PIL import Image
+
+            return Image.open(io.BytesIO(data))
+        if ref["_type"] == "histogram":
+            import numpy as np
+
+            hist = json.loads(data)
+            return np.asarray(hist["counts"]), np.asarray(hist["edges"])
+        return pq.read_table(io.BytesIO(data))
 
     def __repr__(self) -> str:
         return f"<localrun.StoredRun {self.path} state={self.state} last_step={self.last_step}>"

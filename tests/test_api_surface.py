@@ -16,7 +16,7 @@ PKG = Path(localrun.__file__).parent
 def test_all_is_exactly_the_public_names() -> None:
     public = {n for n in vars(localrun) if not n.startswith("_")} | {"run", "__version__"}
     # submodules imported as a side effect are not API, except util (documented).
-    public -= {"errors", "integrations"}
+    public -= {"errors", "integrations", "media"}
     assert set(localrun.__all__) == public
     for name in localrun.__all__:
         assert hasattr(localrun, name) or name == "run"
@@ -103,15 +103,20 @@ def _imports(path: Path) -> set[str]:
 LAYERS: dict[str, tuple[str, ...]] = {
     "localrun.errors": (),
     "localrun.util": (),
+    "localrun.media": ("localrun.errors",),
     "localrun._store": ("localrun._store", "localrun.errors"),
     "localrun._settings": ("localrun._store", "localrun.errors"),
     "localrun._run": ("localrun._run", "localrun._store", "localrun._settings", "localrun.errors",
-                      "localrun.util"),
-    "localrun._query": ("localrun._store", "localrun._settings", "localrun.errors"),
+                      "localrun.util", "localrun.media"),
+    "localrun._query": ("localrun._store", "localrun._settings", "localrun.errors",
+                        "localrun.media"),
     "localrun._restore": ("localrun._run", "localrun._query", "localrun._store", "localrun.errors"),
     "localrun._cli": ("localrun",),
     "localrun._demo": ("localrun",),
     "localrun.integrations": ("localrun",),
+    # wandb's names over the public API; _settings only to let LOCALRUN_* beat WANDB_*.
+    "localrun.wandb": ("localrun", "localrun.errors", "localrun.util", "localrun._settings",
+                       "localrun.integrations"),
     "localrun": ("localrun.",),  # the facade re-exports from every side
 }  # fmt: skip
 

@@ -27,9 +27,10 @@ from .._store import manifest as mf
 from .._store import segments
 from .._store.files import point_latest, remove_version
 from .._store.markers import remove_marker
+from .._store.media import write_blob
 from .._store.ownership import Claim, release
 from .._store.records import FileVersion, SegmentEntry
-from .._store.schema import NUMBER
+from .._store.schema import LIST_MEDIA, MEDIA, NUMBER
 from ..errors import (
     LocalrunError,
     LocalrunWarning,
@@ -38,12 +39,15 @@ from ..errors import (
     StorageError,
     UsageError,
 )
+from ..media import Media
 from . import flusher, heartbeat, hooks
 from .buffer import Pending, Row, last_values, to_table
 from .files import FileSaver
 from .heartbeat import beat_owner
 from .state import Config, Summary
 from .values import check_step, flatten, kind_conflict, normalize
+
+MEDIA_KINDS = (MEDIA, LIST_MEDIA)
 
 log = logging.getLogger("localrun")
 
@@ -233,7 +237,7 @@ class Run:
             value, kind = normalize(k, v)
             if kind is not None and kind != kinds[k]:
                 raise kind_conflict(k, kinds[k], kind)
-            row[k] = value
+            row[k] = value if kind not in MEDIA_KINDS else self._store_media(value)
         else:
             return row
         return self._validate_slow(data)
@@ -251,7 +255,7 @@ class Run:
                 continue  # None for a key never logged records nothing: it has no kind yet
             if kind is not None and old is None:
                 new_kinds[k] = kind
-            row[k] = value
+            row[k] = value if kind not in MEDIA_KINDS else self._store_media(value)
         if new_kinds:
             with self._lock:
                 for k, kind in new_kinds.items():
@@ -259,6 +263,15 @@ class Run:
                     if kind is NUMBER:
                         self._number_keys.add(k)
         return row
+
+    def _store_media(self, value: Media | list[Media]) -> str | list[str]:
+        """Write a media value's bytes now (the caller learns of a full disk at ``log()``) and
+        return the reference the row holds instead (localrun/media.py)."""
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            write_blob(self.dir, v.path, v.payload, v.sha256)
+        refs = [v.reference() for v in values]
+        return refs if isinstance(value, list) else refs[0]
 
     def _commit_row(self, row: dict[str, Any]) -> None:
         """Append a row (the caller holds ``_lock``): at its jump's step, else the next one."""

@@ -13,8 +13,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .._store.schema import LIST_NUMBER, LIST_STRING, NUMBER, STRING
+from .._store.schema import LIST_MEDIA, LIST_NUMBER, LIST_STRING, MEDIA, NUMBER, STRING
 from ..errors import LogValueError, UsageError
+from ..media import Media
 
 RESERVED_PREFIX = "_"
 SEP = "/"
@@ -66,6 +67,8 @@ def normalize(key: str, v: Any) -> tuple[Any, str | None]:
     torch_value = _torch_scalar(v)
     if torch_value is not _MISSING:
         return normalize(key, torch_value)
+    if isinstance(v, Media):
+        return v, MEDIA  # the run stores its bytes and puts its reference in the row
     if isinstance(v, (list, tuple)):
         return _sequence(key, list(v))
     raise LogValueError(
@@ -125,6 +128,13 @@ def check_step(step: object) -> int:
 def _sequence(key: str, items: list[Any]) -> tuple[list[Any], str]:
     if all(isinstance(x, str) for x in items) and items:
         return [check_text(key, str(x)) for x in items], LIST_STRING
+    if any(isinstance(x, Media) for x in items):
+        if not all(isinstance(x, Media) for x in items):
+            raise LogValueError(
+                f"key {key!r}: a list of media must hold only media values (Image, Histogram, "
+                "Table)"
+            )
+        return items, LIST_MEDIA
     out: list[Any] = []
     for x in items:
         if x is None:

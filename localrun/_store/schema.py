@@ -12,12 +12,18 @@ NUMBER = "number"
 STRING = "string"
 LIST_NUMBER = "list<number>"
 LIST_STRING = "list<string>"
+# Media references (localrun/media.py): JSON strings in the row, the bytes under media/. Their
+# own kinds, so a key keeps holding images, and readers know to open them.
+MEDIA = "media"
+LIST_MEDIA = "list<media>"
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     NUMBER: pa.float64(),
     STRING: pa.string(),
     LIST_NUMBER: pa.list_(pa.float64()),
     LIST_STRING: pa.list_(pa.string()),
+    MEDIA: pa.string(),
+    LIST_MEDIA: pa.list_(pa.string()),
 }
 STEP_FIELDS = (
     pa.field("_step", pa.int64()),
