@@ -236,3 +236,15 @@ def test_disabled_mode_records_nothing_and_reinit_rules(root: Path) -> None:
     wandb.finish()
     states = sorted(r.state for r in localrun.Api(root).runs("p"))
     assert states == ["finished", "finished"]
+
+
+def test_media_values_are_localruns(root: Path) -> None:
+    import numpy as np
+
+    wandb.init(project="p", id="media", dir=root)
+    wandb.log({"img": wandb.Image(np.zeros((2, 2), dtype=np.uint8), caption="c")})
+    wandb.log({"h": wandb.Histogram([1.0, 2.0], num_bins=2)})
+    wandb.finish()
+    stored = localrun.Api(root).run("p/media")
+    assert stored.media("img", 0).size == (2, 2)
+    assert stored.media("h", 1)[0].tolist() == [1, 1]
