@@ -267,12 +267,40 @@ def show_cmd(ctx: click.Context, run: str, as_json: bool) -> None:
             "-" if a.get("exit_code") is None else str(a["exit_code"]),
         )
     out.print(attempts)
+    _show_context(out, r)
     _show_rewinds(out, r)
     _show_files(out, r)
     for title, data in (("config", r.config), ("summary (last values)", r.summary)):
         table = _table("key", "value", title=title)
         for k in sorted(data):
             table.add_row(k, repr(data[k]))
+        out.print(table)
+
+
+def _show_context(out: Console, r: localrun.StoredRun) -> None:
+    """Where each attempt ran: what to check first when a curve surprises (git diff: --json)."""
+    table = _table("attempt", "git", "command", "python", "packages", "job", title="context")
+    for a in r.attempts:
+        ctx = a.get("context")
+        if not isinstance(ctx, dict):
+            continue
+        git = ctx.get("git") or {}
+        where = (
+            f"{str(git.get('commit', ''))[:10]} {git.get('branch') or '(detached)'}"
+            + (" +dirty" if git.get("dirty") else "")
+            if git
+            else "-"
+        )
+        job = ctx.get("job") or {}
+        table.add_row(
+            str(a["attempt"]),
+            where,
+            " ".join(map(str, ctx.get("argv") or [])) or "-",
+            str(ctx.get("python") or "-"),
+            ", ".join(f"{k} {v}" for k, v in (ctx.get("packages") or {}).items()) or "-",
+            f"{job.get('scheduler')} {job.get('id')}" if job else "-",
+        )
+    if table.row_count:
         out.print(table)
 
 

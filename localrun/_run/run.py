@@ -42,6 +42,8 @@ from ..errors import (
 from ..media import Media
 from . import flusher, heartbeat, hooks
 from .buffer import Pending, Row, last_values, to_table
+from .context import GIT_TIMEOUT, Context
+from .context import collect as collect_context
 from .files import FileSaver
 from .heartbeat import beat_owner
 from .state import Config, Summary
@@ -64,6 +66,16 @@ def _daemon(loop: Callable[[Run], None], run: Run, what: str) -> threading.Threa
     thread.daemon = True
     thread.start()
     return thread
+
+
+def _collect_context(run: Run) -> None:
+    """The attempt's context (git, command line, packages: ``context.py``), for the next flush."""
+    try:
+        run._context = collect_context()
+    except Exception as exc:  # never let a context problem touch the run
+        log.warning("localrun: could not collect the context of %s: %s", run.path, exc)
+        return
+    run._dirty = True
 
 
 def _ints_fit(data: dict[str, Any]) -> bool:
@@ -135,8 +147,11 @@ class Run:
         self._preempted = False
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._context: Context | None = None  # collected off the init path, then committed
+        self._context_committed = False
         self._thread = _daemon(flusher.loop, self, "flush")
         self._heartbeat = _daemon(heartbeat.loop, self, "heartbeat")
+        self._context_thread = _daemon(_collect_context, self, "context")
         hooks.register(self)
 
     # -- identity -------------------------------------------------------------------------
@@ -396,6 +411,7 @@ class Run:
                 self._backlog.pop(0)
             runtime = self._runtime_base + (time.time() - self._t0)
             pending = list(self._pending)
+            context = None if self._context_committed else self._context
             keep = self._settings.keep_versions
             retired: list[FileVersion] = []  # versions past the bound, removed once committed
 
@@ -422,6 +438,10 @@ class Run:
                         if keep and len(versions) > keep:
                             retired.extend(versions[:-keep])
                             stored[name] = versions[-keep:]
+                if context is not None:
+                    for a in m["attempts"]:
+                        if a["attempt"] == self.attempt:
+                            a["context"] = dict(context)
                 if end is not None:
                     release(m, self._token, end[0], end[1], self.attempt)
 
@@ -432,6 +452,8 @@ class Run:
                 raise
             del self._pending[: len(pending)]
             self._mine.extend(pending)
+            if context is not None:
+                self._context_committed = True
             for name, version in files or ():
                 point_latest(self.dir, name, version)
             for old in retired:
@@ -568,6 +590,7 @@ class Run:
             for thread in (self._thread, self._heartbeat):
                 if threading.current_thread() is not thread:
                     thread.join(timeout=30)
+            self._context_thread.join(timeout=GIT_TIMEOUT + 1)
             if self._error is None:
                 try:
                     self._files.close()

@@ -39,6 +39,7 @@ class Attempt(TypedDict, total=False):
     start_step: int
     state: str
     exit_code: int | None
+    context: dict[str, Any]  # where it ran: git, argv, python, packages, host, job (docs/format.md)
 
 
 class SegmentEntry(TypedDict, total=False):
