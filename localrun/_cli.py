@@ -335,6 +335,38 @@ def _show_files(out: Console, r: localrun.StoredRun) -> None:
     out.print(table)
 
 
+@cli.command("logs")
+@click.argument("run")
+@click.option("--attempt", type=int, help="Only this attempt's output.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the run ends.")
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="Seconds between polls."
+)
+@_root_option
+@click.pass_context
+def logs_cmd(
+    ctx: click.Context, run: str, attempt: int | None, follow: bool, interval: float
+) -> None:
+    """Print RUN's captured stdout and stderr, a header before each attempt's output."""
+    r = _run_api(ctx, run)
+    shown: set[str] = set()
+    current: int | None = None
+    while True:
+        for chunk in r.console_chunks(attempt):
+            if chunk["file"] in shown:
+                continue
+            shown.add(chunk["file"])
+            if chunk["attempt"] != current:
+                current = chunk["attempt"]
+                click.echo(r.console_header(current), nl=False)
+            click.echo(r.read_console_chunk(chunk), nl=False)
+        sys.stdout.flush()
+        if not follow or r.state != "running":
+            return
+        time.sleep(interval)
+        r.refresh()
+
+
 @cli.command("history")
 @click.argument("run")
 @click.option("--keys", "-k", multiple=True, help="Keys to print (repeat, or comma-separate).")

@@ -37,7 +37,7 @@ from ._store.layout import (
 )
 from ._store.lease import is_valid, provably_dead
 from ._store.markers import remove_marker
-from ._store.records import FileVersion, Revision, SegmentEntry
+from ._store.records import Attempt, ConsoleEntry, FileVersion, Revision, SegmentEntry
 from ._store.safe_io import check_regular, open_inside
 from ._store.schema import LIST_MEDIA, MEDIA, NUMBER, STEP_FIELDS, arrow_schema
 from ._store.verify import Report as VerifyReport
@@ -504,6 +504,40 @@ class StoredRun:
             except segments.DAMAGE_ERRORS as exc:
                 raise segments.damaged(self.dir, rel, exc) from exc
 
+    def console_chunks(self, attempt: int | None = None) -> list[ConsoleEntry]:
+        """The listed chunks of captured output, oldest first (of one attempt, if given)."""
+        chunks = list(self._m.get("console") or [])
+        return [c for c in chunks if attempt is None or c["attempt"] == attempt]
+
+    def read_console_chunk(self, chunk: ConsoleEntry) -> str:
+        """One chunk's text; a chunk rotated away since this snapshot reads as empty."""
+        try:
+            f = open_inside(self.dir, chunk["file"], "console chunk")
+        except FileNotFoundError:
+            return ""
+        with f:
+            return f.read().decode("utf-8", "replace")
+
+    def console_header(self, attempt: int) -> str:
+        """The line that starts an attempt's output (its host and start time)."""
+        found: Attempt = {"attempt": attempt}
+        for a in self.attempts:
+            if a["attempt"] == attempt:
+                found = a
+        return console_header(found)
+
+    def console(self, attempt: int | None = None) -> str:
+        """The captured stdout and stderr (of one attempt, if given), each attempt's output
+        after a header line naming it (docs/logging.md)."""
+        out: list[str] = []
+        current = None
+        for chunk in self.console_chunks(attempt):
+            if chunk["attempt"] != current:
+                current = chunk["attempt"]
+                out.append(self.console_header(current))
+            out.append(self.read_console_chunk(chunk))
+        return "".join(out)
+
     def media(self, key: str, step: int) -> Any:
         """The media value(s) logged as ``key`` at ``step``, opened: a PIL image for an Image,
         ``(counts, edges)`` numpy arrays for a Histogram, a ``pyarrow.Table`` for a Table; a list
@@ -544,6 +578,15 @@ class StoredRun:
 
     def __repr__(self) -> str:
         return f"<localrun.StoredRun {self.path} state={self.state} last_step={self.last_step}>"
+
+
+def console_header(a: Attempt) -> str:
+    """The line that starts an attempt's output in ``console()`` and ``localrun logs``."""
+    started = a.get("started")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "?"
+    return (
+        f"=== localrun: attempt {a.get('attempt')} on {a.get('host') or '?'}, started {when} ===\n"
+    )
 
 
 def _convert(table: pa.Table, format: str) -> Any:

@@ -26,6 +26,8 @@ LOCALRUN_COMPACT_FANOUT    segments merged per compaction           int 2..1024 
 LOCALRUN_KEEP_REVISIONS    old revisions kept in log/               int >= 1 (64)
 LOCALRUN_KEEP_VERSIONS     versions kept per saved file name        int >= 0, 0 = all (5)
 LOCALRUN_WATCH             how run.save(policy="live") watches      auto/native/poll (auto)
+LOCALRUN_CONSOLE           capture stdout/stderr into the run       1/true/yes, 0/false/no (1)
+LOCALRUN_CONSOLE_MAX_MB    captured output kept per run (rotation)  > 0 (100)
 ========================== ======================================== =========================
 """
 
@@ -77,6 +79,8 @@ KNOWN = (
     "LOCALRUN_KEEP_REVISIONS",
     "LOCALRUN_KEEP_VERSIONS",
     "LOCALRUN_WATCH",
+    "LOCALRUN_CONSOLE",
+    "LOCALRUN_CONSOLE_MAX_MB",
     "LOCALRUN_TOKEN",  # read by the sync side (the sync issue); listed so it is not a typo
 )
 
@@ -219,6 +223,8 @@ class Settings:
     resume_key: str | None
     watch: WatchKind
     store: StoreOptions
+    console: bool = True  # tee stdout/stderr into the run's console/ chunks
+    console_max_bytes: int = 100 * 2**20
 
 
 def _keep_versions(given: int | None) -> int:
@@ -278,6 +284,7 @@ def resolve(
     force: bool | None,
     flush_interval: float | None,
     keep_versions: int | None = None,
+    console: bool | None = None,
 ) -> Settings:
     run_id = id if id is not None else env_text("LOCALRUN_RUN_ID")
     mode, run_id = resolve_resume(resume, run_id)
@@ -306,4 +313,14 @@ def resolve(
         resume_key=env_text("LOCALRUN_RESUME_KEY"),
         watch=watch_kind(),
         store=store_options(),
+        console=_console(console),
+        console_max_bytes=int(_number("LOCALRUN_CONSOLE_MAX_MB", 100.0, 0.001, "MiB") * 2**20),
     )
+
+
+def _console(given: bool | None) -> bool:
+    if given is None:
+        return _raw("LOCALRUN_CONSOLE") is None or _flag("LOCALRUN_CONSOLE")
+    if not isinstance(given, bool):
+        raise UsageError(f"console={given!r} must be True or False")
+    return given

@@ -52,6 +52,7 @@ def init(
     allow_val_change: bool = False,
     flush_interval: float | None = None,
     keep_versions: int | None = None,
+    console: bool | None = None,
 ) -> Run:
     """Start a run, or resume one, and make it the process's current run (docs/resuming.md).
 
@@ -59,7 +60,8 @@ def init(
     "must" (it must exist), a run id (resume that run), True/"auto" (resume this job's run if
     its last attempt did not finish cleanly). Arguments beat ``LOCALRUN_*`` variables.
     ``keep_versions``: how many versions of each saved file name to keep (the newest always
-    stays; 0 keeps all; default 5, or ``LOCALRUN_KEEP_VERSIONS``).
+    stays; 0 keeps all; default 5, or ``LOCALRUN_KEEP_VERSIONS``). ``console``: tee stdout and
+    stderr into the run (default on, or ``LOCALRUN_CONSOLE``; ``localrun logs`` prints it).
     """
     previous = hooks.current()
     if previous is not None and not previous._ended and previous._pid == os.getpid():
@@ -81,6 +83,7 @@ def init(
         force=force,
         flush_interval=flush_interval,
         keep_versions=keep_versions,
+        console=console,
     )
     if rewind_to is not None:
         if isinstance(rewind_to, bool) or not isinstance(rewind_to, int) or rewind_to < -1:

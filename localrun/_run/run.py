@@ -25,11 +25,13 @@ from typing import Any
 from .. import _settings
 from .._store import manifest as mf
 from .._store import segments
+from .._store.console import add_chunks, write_chunk
 from .._store.files import point_latest, remove_version
+from .._store.layout import inside
 from .._store.markers import remove_marker
 from .._store.media import write_blob
 from .._store.ownership import Claim, release
-from .._store.records import FileVersion, SegmentEntry
+from .._store.records import ConsoleEntry, FileVersion, SegmentEntry
 from .._store.schema import LIST_MEDIA, MEDIA, NUMBER
 from ..errors import (
     LocalrunError,
@@ -42,6 +44,9 @@ from ..errors import (
 from ..media import Media
 from . import flusher, heartbeat, hooks
 from .buffer import Pending, Row, last_values, to_table
+from .console import Capture
+from .console import install as install_console
+from .console import uninstall as uninstall_console
 from .context import GIT_TIMEOUT, Context
 from .context import collect as collect_context
 from .files import FileSaver
@@ -152,6 +157,11 @@ class Run:
         self._thread = _daemon(flusher.loop, self, "flush")
         self._heartbeat = _daemon(heartbeat.loop, self, "heartbeat")
         self._context_thread = _daemon(_collect_context, self, "context")
+        # Console capture last: nothing above may fail with the process's streams wrapped.
+        self._console_seq = 0
+        self._console_pending: list[ConsoleEntry] = []
+        self._capture: Capture | None = Capture() if s.console else None
+        self._streams = install_console(self._capture) if self._capture is not None else None
         hooks.register(self)
 
     # -- identity -------------------------------------------------------------------------
@@ -278,6 +288,26 @@ class Run:
                     if kind is NUMBER:
                         self._number_keys.add(k)
         return row
+
+    def _take_console(self) -> None:
+        """Write what the console capture holds as the next chunk (the caller holds
+        ``_flush_lock``); it is listed by the next commit that gets through."""
+        if self._capture is None or not self._capture:
+            return
+        text = self._capture.take()
+        try:
+            entry = write_chunk(self.dir, self.attempt, self._console_seq, text)
+        except FileExistsError:
+            raise self._superseded(
+                "a console chunk of this attempt was written by another process"
+            ) from None
+        self._console_seq += 1
+        self._console_pending.append(entry)
+
+    def _release_console(self) -> None:
+        if self._streams is not None:
+            uninstall_console(self._streams)
+            self._streams = None
 
     def _store_media(self, value: Media | list[Media]) -> str | list[str]:
         """Write a media value's bytes now (the caller learns of a full disk at ``log()``) and
@@ -412,6 +442,9 @@ class Run:
             runtime = self._runtime_base + (time.time() - self._t0)
             pending = list(self._pending)
             context = None if self._context_committed else self._context
+            self._take_console()
+            chunks = list(self._console_pending)
+            rotated: list[ConsoleEntry] = []
             keep = self._settings.keep_versions
             retired: list[FileVersion] = []  # versions past the bound, removed once committed
 
@@ -438,6 +471,8 @@ class Run:
                         if keep and len(versions) > keep:
                             retired.extend(versions[:-keep])
                             stored[name] = versions[-keep:]
+                if chunks:
+                    rotated[:] = add_chunks(m, chunks, self._settings.console_max_bytes)
                 if context is not None:
                     for a in m["attempts"]:
                         if a["attempt"] == self.attempt:
@@ -454,6 +489,9 @@ class Run:
             self._mine.extend(pending)
             if context is not None:
                 self._context_committed = True
+            del self._console_pending[: len(chunks)]
+            for chunk in rotated:
+                inside(self.dir, chunk["file"], "console chunk").unlink(missing_ok=True)
             for name, version in files or ():
                 point_latest(self.dir, name, version)
             for old in retired:
@@ -603,9 +641,13 @@ class Run:
                     self._commit_row(self._row)
                     self._row = {}
         if self._error is not None:
+            self._release_console()
             hooks.release(self)
             raise self._error
-        self._flush(end=(state, exit_code))
+        try:
+            self._flush(end=(state, exit_code))
+        finally:
+            self._release_console()
         self._ended = True
         hooks.release(self)
         if state == "finished" and self._marker is not None:

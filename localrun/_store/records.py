@@ -63,6 +63,15 @@ class Rewind(TypedDict):
     step: int
 
 
+class ConsoleEntry(TypedDict):
+    """A chunk of captured console output: ``console/<attempt>-<seq>.log``."""
+
+    file: str
+    attempt: int
+    seq: int
+    bytes: int
+
+
 class FileVersion(TypedDict, total=False):
     """One stored version of a saved file."""
 
@@ -102,5 +111,6 @@ class Revision(TypedDict, total=False):
     attempts: list[Attempt]
     owner: Owner | None
     files: dict[str, list[FileVersion]]
+    console: list[ConsoleEntry]
     lost_segments: list[str]
     repaired: float
