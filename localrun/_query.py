@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from . import _settings
 from ._store import atomic, segments
 from ._store import manifest as mf
+from ._store import system as system_store
 from ._store.layout import (
     FILES,
     HISTORY,
@@ -443,6 +444,7 @@ class StoredRun:
         keys: Sequence[str] | None = None,
         all_attempts: bool = False,
         format: str = "arrow",
+        stream: str = "history",
     ) -> Any:
         """The logged rows: ``_step``, ``_timestamp``, ``_runtime`` and the keys (all by default).
 
@@ -451,6 +453,10 @@ class StoredRun:
         while it runs, such a key reads as a column of nulls (it may not be committed yet).
         ``format``: "arrow" (a ``pyarrow.Table``), "pandas" or "polars".
         """
+        if stream == "system":
+            return _convert(self._system_history(keys), format)
+        if stream != "history":
+            raise UsageError(f"stream={stream!r}: use 'history' (the logged rows) or 'system'")
         kinds: dict[str, str] = self._m.get("schema") or {}
         if keys is not None:
             if isinstance(keys, str):
@@ -479,6 +485,31 @@ class StoredRun:
         if all_attempts:
             table = table.sort_by([("_attempt", "ascending"), ("_step", "ascending")])
         return _convert(table, format)
+
+    def _system_history(self, keys: Sequence[str] | None) -> pa.Table:
+        """The system samples (docs/system.md): ``_timestamp``, ``_runtime``, ``_attempt`` and
+        the sampled keys, in time order."""
+        tables = []
+        for entry in self._m.get("system") or []:
+            try:
+                t = system_store.read(self.dir, entry)
+            except FileNotFoundError:  # merged away after this snapshot: read again
+                self.refresh()
+                return self._system_history(keys)
+            tables.append(t.append_column("_attempt", pa.array([entry["attempt"]] * t.num_rows)))
+        if not tables:
+            return pa.table({"_timestamp": pa.array([], pa.float64())})
+        table = pa.concat_tables(tables, promote_options="default").sort_by("_timestamp")
+        if keys is not None:
+            keys = [keys] if isinstance(keys, str) else list(keys)
+            missing = [k for k in keys if k not in table.column_names]
+            if missing:
+                raise UsageError(
+                    f"run {self.path} has no system key {missing[0]!r}; it has: "
+                    f"{', '.join(c for c in table.column_names if not c.startswith('_'))}"
+                )
+            table = table.select(["_timestamp", "_runtime", "_attempt", *keys])
+        return table
 
     def _read_segment(
         self, seg: SegmentEntry, bound: int | None, schema: pa.Schema, all_attempts: bool

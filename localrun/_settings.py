@@ -28,6 +28,8 @@ LOCALRUN_KEEP_VERSIONS     versions kept per saved file name        int >= 0, 0 
 LOCALRUN_WATCH             how run.save(policy="live") watches      auto/native/poll (auto)
 LOCALRUN_CONSOLE           capture stdout/stderr into the run       1/true/yes, 0/false/no (1)
 LOCALRUN_CONSOLE_MAX_MB    captured output kept per run (rotation)  > 0 (100)
+LOCALRUN_SYSTEM_METRICS    sample CPU, memory, disk, network, GPUs  1/true/yes, 0/false/no (1)
+LOCALRUN_SYSTEM_INTERVAL   seconds between system samples           >= 0.01 (10)
 ========================== ======================================== =========================
 """
 
@@ -81,6 +83,8 @@ KNOWN = (
     "LOCALRUN_WATCH",
     "LOCALRUN_CONSOLE",
     "LOCALRUN_CONSOLE_MAX_MB",
+    "LOCALRUN_SYSTEM_METRICS",
+    "LOCALRUN_SYSTEM_INTERVAL",
     "LOCALRUN_TOKEN",  # read by the sync side (the sync issue); listed so it is not a typo
 )
 
@@ -225,6 +229,7 @@ class Settings:
     store: StoreOptions
     console: bool = True  # tee stdout/stderr into the run's console/ chunks
     console_max_bytes: int = 100 * 2**20
+    system_interval: float = 10.0  # seconds between system samples; 0: no sampler
 
 
 def _keep_versions(given: int | None) -> int:
@@ -285,6 +290,7 @@ def resolve(
     flush_interval: float | None,
     keep_versions: int | None = None,
     console: bool | None = None,
+    system_metrics: bool | float | None = None,
 ) -> Settings:
     run_id = id if id is not None else env_text("LOCALRUN_RUN_ID")
     mode, run_id = resolve_resume(resume, run_id)
@@ -315,7 +321,23 @@ def resolve(
         store=store_options(),
         console=_console(console),
         console_max_bytes=int(_number("LOCALRUN_CONSOLE_MAX_MB", 100.0, 0.001, "MiB") * 2**20),
+        system_interval=_system_interval(system_metrics),
     )
+
+
+def _system_interval(given: bool | float | None) -> float:
+    """``system_metrics``: True/False, or the seconds between samples; else the variables."""
+    if given is None:
+        if _raw("LOCALRUN_SYSTEM_METRICS") is not None and not _flag("LOCALRUN_SYSTEM_METRICS"):
+            return 0.0
+        return _number("LOCALRUN_SYSTEM_INTERVAL", 10.0, 0.01, "seconds")
+    if given is True:
+        return _number("LOCALRUN_SYSTEM_INTERVAL", 10.0, 0.01, "seconds")
+    if given is False:
+        return 0.0
+    if not isinstance(given, (int, float)) or not 0.01 <= given < float("inf"):
+        raise UsageError(f"system_metrics={given!r}: pass True, False or seconds >= 0.01")
+    return float(given)
 
 
 def _console(given: bool | None) -> bool:

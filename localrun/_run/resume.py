@@ -53,6 +53,7 @@ def init(
     flush_interval: float | None = None,
     keep_versions: int | None = None,
     console: bool | None = None,
+    system_metrics: bool | float | None = None,
 ) -> Run:
     """Start a run, or resume one, and make it the process's current run (docs/resuming.md).
 
@@ -62,6 +63,8 @@ def init(
     ``keep_versions``: how many versions of each saved file name to keep (the newest always
     stays; 0 keeps all; default 5, or ``LOCALRUN_KEEP_VERSIONS``). ``console``: tee stdout and
     stderr into the run (default on, or ``LOCALRUN_CONSOLE``; ``localrun logs`` prints it).
+    ``system_metrics``: sample CPU, memory, disk, network and GPUs into the run's system stream
+    (True, False, or the seconds between samples; default every 10 s; docs/system.md).
     """
     previous = hooks.current()
     if previous is not None and not previous._ended and previous._pid == os.getpid():
@@ -84,6 +87,7 @@ def init(
         flush_interval=flush_interval,
         keep_versions=keep_versions,
         console=console,
+        system_metrics=system_metrics,
     )
     if rewind_to is not None:
         if isinstance(rewind_to, bool) or not isinstance(rewind_to, int) or rewind_to < -1:

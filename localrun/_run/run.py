@@ -25,13 +25,14 @@ from typing import Any
 from .. import _settings
 from .._store import manifest as mf
 from .._store import segments
+from .._store import system as system_store
 from .._store.console import add_chunks, write_chunk
 from .._store.files import point_latest, remove_version
 from .._store.layout import inside
 from .._store.markers import remove_marker
 from .._store.media import write_blob
 from .._store.ownership import Claim, release
-from .._store.records import ConsoleEntry, FileVersion, SegmentEntry
+from .._store.records import ConsoleEntry, FileVersion, SegmentEntry, SystemEntry
 from .._store.schema import LIST_MEDIA, MEDIA, NUMBER
 from ..errors import (
     LocalrunError,
@@ -52,9 +53,13 @@ from .context import collect as collect_context
 from .files import FileSaver
 from .heartbeat import beat_owner
 from .state import Config, Summary
+from .system import Sampler as SystemSampler
+from .system import available as system_available
 from .values import check_step, flatten, kind_conflict, normalize
 
 MEDIA_KINDS = (MEDIA, LIST_MEDIA)
+SYSTEM_WRITE_EVERY = 60.0  # seconds a system sample may wait for its segment (or 6 samples)
+SYSTEM_MERGE_AT = system_store.MERGE_AT
 
 log = logging.getLogger("localrun")
 
@@ -81,6 +86,24 @@ def _collect_context(run: Run) -> None:
         log.warning("localrun: could not collect the context of %s: %s", run.path, exc)
         return
     run._dirty = True
+
+
+def _sample_system(run: Run) -> None:
+    """Every ``system_interval`` seconds one sample into ``run._system_rows``, and one more as
+    the run stops, so even a short run has a sample covering its life."""
+    sampler = SystemSampler()
+    while True:
+        stopping = run._stop.wait(run._settings.system_interval)
+        if os.getpid() != run._pid:
+            return
+        try:
+            now = time.time()
+            runtime = run._runtime_base + (now - run._t0)
+            run._system_rows.append((now, runtime, sampler.sample()))
+        except Exception as exc:  # a sample must never touch the run
+            log.warning("localrun: system sample of %s failed: %s", run.path, exc)
+        if stopping:
+            return
 
 
 def _ints_fit(data: dict[str, Any]) -> bool:
@@ -157,6 +180,16 @@ class Run:
         self._thread = _daemon(flusher.loop, self, "flush")
         self._heartbeat = _daemon(heartbeat.loop, self, "heartbeat")
         self._context_thread = _daemon(_collect_context, self, "context")
+        self._system_rows: list[tuple[float, float, dict[str, float]]] = []
+        self._system_seq = 0
+        self._system_pending: list[SystemEntry] = []
+        self._system_mine: list[SystemEntry] = []  # this attempt's committed system segments
+        self._system_replaced: list[SystemEntry] = []  # merged away, until a commit says so
+        self._system_thread = (
+            _daemon(_sample_system, self, "system")
+            if s.system_interval > 0 and system_available()
+            else None
+        )
         # Console capture last: nothing above may fail with the process's streams wrapped.
         self._console_seq = 0
         self._console_pending: list[ConsoleEntry] = []
@@ -304,6 +337,37 @@ class Run:
         self._console_seq += 1
         self._console_pending.append(entry)
 
+    def _system_due(self) -> bool:
+        """Whether buffered system samples wait for a segment (the oldest is a minute old)."""
+        rows = self._system_rows
+        wait = min(SYSTEM_WRITE_EVERY, 6 * self._settings.system_interval)
+        return bool(rows) and time.time() - rows[0][0] >= wait
+
+    def _take_system(self, final: bool) -> None:
+        """Write the buffered system samples as a segment when the oldest is a minute old (or
+        at the end), merging this attempt's segments into one when there are MERGE_AT of them
+        (the ones merged away are listed until a commit has replaced them)."""
+        rows = self._system_rows
+        if not rows or not (final or self._system_due()):
+            return
+        batch = rows[: len(rows)]
+        del rows[: len(batch)]
+        entries = [*self._system_mine, *self._system_pending]
+        if len(entries) + 1 >= SYSTEM_MERGE_AT and not self._system_pending:
+            entry = system_store.merge(
+                self.dir, entries, system_store.to_table(batch), self.attempt, self._system_seq
+            )
+            self._system_seq += 1
+            self._system_mine = []
+            self._system_pending.append(entry)
+            self._system_replaced.extend(entries)
+            return
+        entry = system_store.write(
+            self.dir, self.attempt, self._system_seq, system_store.to_table(batch)
+        )
+        self._system_seq += 1
+        self._system_pending.append(entry)
+
     def _release_console(self) -> None:
         if self._streams is not None:
             uninstall_console(self._streams)
@@ -445,6 +509,9 @@ class Run:
             self._take_console()
             chunks = list(self._console_pending)
             rotated: list[ConsoleEntry] = []
+            self._take_system(final=end is not None)
+            samples = list(self._system_pending)
+            merged_away = list(self._system_replaced)
             keep = self._settings.keep_versions
             retired: list[FileVersion] = []  # versions past the bound, removed once committed
 
@@ -473,6 +540,11 @@ class Run:
                             stored[name] = versions[-keep:]
                 if chunks:
                     rotated[:] = add_chunks(m, chunks, self._settings.console_max_bytes)
+                if samples:
+                    gone = {e["file"] for e in merged_away}
+                    listed_system = [e for e in m.get("system", []) if e["file"] not in gone]
+                    known = {e["file"] for e in listed_system}
+                    m["system"] = listed_system + [e for e in samples if e["file"] not in known]
                 if context is not None:
                     for a in m["attempts"]:
                         if a["attempt"] == self.attempt:
@@ -490,6 +562,11 @@ class Run:
             if context is not None:
                 self._context_committed = True
             del self._console_pending[: len(chunks)]
+            del self._system_pending[: len(samples)]
+            self._system_mine.extend(samples)
+            del self._system_replaced[: len(merged_away)]
+            for replaced in merged_away:
+                inside(self.dir, replaced["file"], "system segment").unlink(missing_ok=True)
             for chunk in rotated:
                 inside(self.dir, chunk["file"], "console chunk").unlink(missing_ok=True)
             for name, version in files or ():
@@ -629,6 +706,8 @@ class Run:
                 if threading.current_thread() is not thread:
                     thread.join(timeout=30)
             self._context_thread.join(timeout=GIT_TIMEOUT + 1)
+            if self._system_thread is not None:
+                self._system_thread.join(timeout=30)  # it takes a last sample as it stops
             if self._error is None:
                 try:
                     self._files.close()

@@ -72,6 +72,19 @@ class ConsoleEntry(TypedDict):
     bytes: int
 
 
+class SystemEntry(TypedDict, total=False):
+    """A segment of system samples: ``system/<attempt>-<seq>.parquet`` and its time range."""
+
+    file: str
+    attempt: int
+    seq: int
+    rows: int
+    min_time: float
+    max_time: float
+    bytes: int
+    level: int
+
+
 class FileVersion(TypedDict, total=False):
     """One stored version of a saved file."""
 
@@ -112,5 +125,6 @@ class Revision(TypedDict, total=False):
     owner: Owner | None
     files: dict[str, list[FileVersion]]
     console: list[ConsoleEntry]
+    system: list[SystemEntry]
     lost_segments: list[str]
     repaired: float
