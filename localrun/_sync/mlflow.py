@@ -6,9 +6,10 @@ user's view; this docstring is the why.
 
 **Finding the run again.** MLflow makes up its own run ids, so a localrun run is found by the
 tags ``localrun.id`` (``project/id``) and ``localrun.uid`` in the experiment named after the
-project. The cursor remembers the MLflow run id (one ``runs/get``), but a lost cursor costs one
-``runs/search``, never a second MLflow run. A run found by tag with another uid is a different
-experiment under the same name: :class:`~localrun.errors.RemoteConflictError`, never merged.
+project: one ``runs/search`` per push (the cursor's MLflow run id is for people), so a lost
+cursor never makes a second MLflow run, and syncers that create it at once converge on one.
+A run found by tag with another uid is a different experiment under the same name:
+:class:`~localrun.errors.RemoteConflictError`, never merged.
 
 **Never a point twice.** Points are pushed in one total order: rows by ``(attempt, step)``
 (unique, and unchanged by compaction, which merges only within one attempt), then keys by name
@@ -41,6 +42,7 @@ step ranges, so an incremental push of a long run reads only its new segments.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import re
@@ -107,6 +109,7 @@ class Point:
     timestamp_ms: int
 
 
+@functools.lru_cache(maxsize=4096)
 def mlflow_key(name: str) -> str:
     """``name`` as an MLflow param, metric or tag name.
 
@@ -311,29 +314,38 @@ class MlflowRemote:
     # -- finding or creating the MLflow run -------------------------------------------------
 
     def _locate(self, run: LocalRun, cursor: Cursor | None) -> dict[str, Any]:
-        """The MLflow run of ``run``: the cursor's, else the one tagged with its id, else new."""
+        """The MLflow run of ``run``, found by its ``localrun.id`` tag, else created.
+
+        Found by a search at every push, not by the cursor's MLflow run id: syncers on several
+        nodes that create the run at once then converge on one run (below), and a cursor lost
+        or stale never leads to a second one.
+        """
         label = f"{run.project}/{run.run_id}"
-        known = cursor.extra.get("mlflow_run_id") if cursor and cursor.uid == run.uid else None
-        if isinstance(known, str):
-            got = self._call("GET", "/runs/get", params={"run_id": known}, missing_ok=True)
-            if got is not None:
-                found = got["run"]
-                if found["info"].get("lifecycle_stage") == "active" and (
-                    _tags(found).get(ID_TAG) == label
-                ):
-                    return self._check_uid(found, run, label)
-        experiment = self._experiment_id(run.project)
-        candidates = self._search(experiment, label)
-        if not candidates:
+        experiment = None
+        if cursor is not None and cursor.uid == run.uid:
+            experiment = cursor.extra.get("mlflow_experiment_id")
+        if not isinstance(experiment, str):
+            experiment = self._experiment_id(run.project)
+        found = self._search(experiment, label)
+        if not found:
             mine = self._create(experiment, run, label)
-            # Two syncers may create at once: both then see both runs and keep the same one
-            # (the smallest MLflow run id); the loser removes its own, still empty, run.
-            candidates = self._search(experiment, label) or [mine]
-            winner = min(candidates, key=lambda r: str(r["info"]["run_id"]))
-            if winner["info"]["run_id"] != mine["info"]["run_id"]:
-                self._call("POST", "/runs/delete", {"run_id": mine["info"]["run_id"]})
-            return self._check_uid(winner, run, label)
-        return self._check_uid(min(candidates, key=lambda r: str(r["info"]["run_id"])), run, label)
+            found = self._search(experiment, label) or [mine]
+        return self._one(found, run, label)
+
+    def _one(self, found: list[dict[str, Any]], run: LocalRun, label: str) -> dict[str, Any]:
+        """One MLflow run out of those tagged ``label``.
+
+        Several means syncers created it at once: every syncer keeps the one with the smallest
+        MLflow run id and moves the others to MLflow's trash (recoverable there; their points,
+        if any, were also sent to the kept one, by whichever syncer pushes it). A run of another
+        uid among them is a conflict, and nothing is moved.
+        """
+        for candidate in found:
+            self._check_uid(candidate, run, label)
+        found = sorted(found, key=lambda r: str(r["info"]["run_id"]))
+        for extra in found[1:]:
+            self._call("POST", "/runs/delete", {"run_id": extra["info"]["run_id"]}, missing_ok=True)
+        return found[0]
 
     def _check_uid(self, found: dict[str, Any], run: LocalRun, label: str) -> dict[str, Any]:
         uid = _tags(found).get(UID_TAG)
