@@ -34,8 +34,9 @@ from localrun.errors import RemoteConflictError, RemoteUnavailableError, UsageEr
 from tests.conftest import child_env, start_at_barrier, track
 from tests.mlflow_server import MlflowServer, Rest, mlflow_bin
 
-# The first test also waits for the server to start (a fresh store migrates first).
-pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(900)]
+# The first test also waits for the server to start (a fresh store migrates first). Tests that
+# need the server are marked ``mlflow`` (``make test-mlflow``); the others run in ``make test``.
+pytestmark = pytest.mark.timeout(900)
 
 KILL_TRIALS = int(os.environ.get("MLFLOW_KILL_TRIALS", "3"))
 
@@ -134,6 +135,7 @@ def write_run(
 # -- the mapping --------------------------------------------------------------------------------
 
 
+@pytest.mark.mlflow
 def test_a_finished_run_lands_as_params_tags_metrics_artifacts_and_status(
     root: Path, remote: MlflowRemote, rest: Rest
 ) -> None:
@@ -196,6 +198,7 @@ def test_a_finished_run_lands_as_params_tags_metrics_artifacts_and_status(
     assert rest.download(got, "model.bin") == (src / "model.bin").read_bytes()
 
 
+@pytest.mark.mlflow
 def test_syncing_twice_changes_nothing_even_without_a_cursor(
     root: Path, remote: MlflowRemote, rest: Rest
 ) -> None:
@@ -213,6 +216,7 @@ def test_syncing_twice_changes_nothing_even_without_a_cursor(
         assert same(expected(root, "twice", "r1", k), stored(rest, mid, k))
 
 
+@pytest.mark.mlflow
 def test_a_resumed_run_continues_the_same_mlflow_run(
     root: Path, remote: MlflowRemote, rest: Rest
 ) -> None:
@@ -250,6 +254,7 @@ def test_a_resumed_run_continues_the_same_mlflow_run(
     assert tags["localrun.attempts"] == "2"
 
 
+@pytest.mark.mlflow
 def test_a_live_run_is_pushed_while_it_runs_then_finishes(
     root: Path, remote: MlflowRemote, rest: Rest
 ) -> None:
@@ -278,6 +283,7 @@ def _wait_line(proc: subprocess.Popen[str], want: str) -> None:
     assert line.strip() == want, f"child said {line!r}: {proc.stderr.read() if proc.stderr else ''}"
 
 
+@pytest.mark.mlflow
 def test_states_map_to_mlflow_statuses(root: Path, remote: MlflowRemote, rest: Rest) -> None:
     writer = """
         import os, signal, time, localrun
@@ -325,6 +331,7 @@ def test_states_map_to_mlflow_statuses(root: Path, remote: MlflowRemote, rest: R
 # -- rewinds --------------------------------------------------------------------------------------
 
 
+@pytest.mark.mlflow
 def test_a_rewind_before_the_push_pushes_only_visible_rows(
     root: Path, remote: MlflowRemote, rest: Rest
 ) -> None:
@@ -340,6 +347,7 @@ def test_a_rewind_before_the_push_pushes_only_visible_rows(
     assert [s for s, _ in got] == list(range(60)) and got[55] == (55, -55.0)
 
 
+@pytest.mark.mlflow
 def test_a_rewind_after_the_push_keeps_old_points_and_says_so(
     root: Path, remote: MlflowRemote, rest: Rest
 ) -> None:
@@ -395,6 +403,7 @@ def _pusher(root: Path, project: str, rid: str, url: str) -> subprocess.Popen[st
     return track(proc)
 
 
+@pytest.mark.mlflow
 @pytest.mark.slow
 def test_two_syncers_pushing_one_run_at_once_converge(
     root: Path, server: MlflowServer, rest: Rest, remote: MlflowRemote, tmp_path: Path
@@ -435,6 +444,7 @@ def test_two_syncers_pushing_one_run_at_once_converge(
     assert rest.params(mid) == {"lr": "0.1"} and rest.run(mid)["info"]["status"] == "FINISHED"
 
 
+@pytest.mark.mlflow
 @pytest.mark.slow
 def test_sigkill_of_the_pusher_mid_push_then_a_rerun_pushes_every_point_once(
     root: Path, server: MlflowServer, rest: Rest
@@ -496,6 +506,7 @@ def test_sigkill_of_the_pusher_mid_push_then_a_rerun_pushes_every_point_once(
 # -- identity and errors ---------------------------------------------------------------------------
 
 
+@pytest.mark.mlflow
 def test_a_different_run_under_the_same_id_is_refused(
     root: Path, remote: MlflowRemote, rest: Rest
 ) -> None:
