@@ -603,3 +603,31 @@ def test_points_follow_compaction_and_skip_pushed_segments(
     tail = listed(final, (1, 20, "a"))
     assert tail == everything[41:]
     assert tail[0][1:3] == (20, "b")
+
+
+@pytest.mark.mlflow
+def test_a_push_whose_segments_were_compacted_away_reads_the_newest_revision(
+    root: Path, remote: MlflowRemote, rest: Rest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer compacts while a push holds an older revision: the segments it names are gone,
+    so the push reads the newest revision instead and still sends every point once."""
+    monkeypatch.setenv("LOCALRUN_COMPACT_FANOUT", "4")
+    run = localrun.init(project="compact", id="r1", dir=root)
+    for i in range(60):
+        run.log({"a": float(i), "b": -float(i)}, step=i)
+        if i == 12:
+            stale = local_run(root, "compact", "r1")  # what a push took before compacting
+        if i % 5 == 4:
+            run._flush()
+    run.finish()
+    assert not all(
+        (root / "compact" / "r1" / s["file"]).exists() for s in stale.manifest["segments"]
+    )
+    c = remote.push(stale, None, Bytes())
+    mid = str(c.extra["mlflow_run_id"])
+    for key in ("a", "b"):
+        assert stored(rest, mid, key) == expected(root, "compact", "r1", key)
+        assert len(stored(rest, mid, key)) == 60
+    push(remote, root, "compact", "r1", c)
+    assert rest.run(mid)["info"]["status"] == "FINISHED"
+    assert len(stored(rest, mid, "a")) == 60
