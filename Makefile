@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-stress test-install test-nfs lint bench bench-callgrind dist clean
+.PHONY: demo test test-stress test-install test-nfs test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo: $(STAMP)
 # The suite people run: about 5 minutes on 2 cores. The slow suites below have targets of their own,
 # and .ci/run runs every one of them.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not install" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow" tests
 
 # 100 trials of an owner SIGSTOPped at a random instant, each taken over from another process.
 test-stress: $(STAMP)
@@ -36,6 +36,26 @@ lint: $(STAMP)
 	$(BIN)/ruff check localrun tests $(wildcard benchmarks examples)
 	$(BIN)/ruff format --check localrun tests $(wildcard benchmarks examples)
 	$(BIN)/mypy
+
+# A real MLflow tracking server for the MLflow sync tests, in a venv of its own: MLflow pins many
+# packages, and localrun's client never imports it (it speaks MLflow's REST API with httpx).
+MLFLOW_VERSION := 3.17.2
+MLFLOW_VENV := .venv-mlflow
+MLFLOW := $(MLFLOW_VENV)/bin/mlflow
+
+$(MLFLOW):
+	$(PY) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MLFLOW_VENV)/bin/pip install -q mlflow==$(MLFLOW_VERSION)
+
+mlflow-venv: $(MLFLOW)
+
+# Sync to MLflow against a real `mlflow server` (one per test module, started by the tests).
+test-mlflow: $(STAMP) $(MLFLOW)
+	TEST_MLFLOW_BIN=$(abspath $(MLFLOW)) $(BIN)/python -m pytest -q -m mlflow tests/test_mlflow.py
+
+bench-mlflow: $(STAMP) $(MLFLOW)
+	TEST_MLFLOW_BIN=$(abspath $(MLFLOW)) $(BIN)/python benchmarks/bench_mlflow.py
 
 test-nfs: $(STAMP)
 	bash tests/nfs/run-all.sh
@@ -62,4 +82,4 @@ dist: $(BIN)/python
 	$(BIN)/pip wheel -q --no-deps -w dist .
 
 clean:
-	rm -rf $(VENV) .venv-bench localruns .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-bench $(MLFLOW_VENV) localruns .pytest_cache .mypy_cache .ruff_cache
