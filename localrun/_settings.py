@@ -26,6 +26,8 @@ LOCALRUN_COMPACT_FANOUT    segments merged per compaction           int 2..1024 
 LOCALRUN_KEEP_REVISIONS    old revisions kept in log/               int >= 1 (64)
 LOCALRUN_KEEP_VERSIONS     versions kept per saved file name        int >= 0, 0 = all (5)
 LOCALRUN_WATCH             how run.save(policy="live") watches      auto/native/poll (auto)
+LOCALRUN_TOKEN             shared secret of sync and the server     any text without spaces
+LOCALRUN_TOKEN_FILE        a file holding that token (if no above)  a path
 ========================== ======================================== =========================
 """
 
@@ -77,7 +79,8 @@ KNOWN = (
     "LOCALRUN_KEEP_REVISIONS",
     "LOCALRUN_KEEP_VERSIONS",
     "LOCALRUN_WATCH",
-    "LOCALRUN_TOKEN",  # read by the sync side (the sync issue); listed so it is not a typo
+    "LOCALRUN_TOKEN",
+    "LOCALRUN_TOKEN_FILE",
 )
 
 
@@ -200,6 +203,37 @@ def lease_ttl() -> float:
 
 def watch_kind() -> WatchKind:
     return cast(WatchKind, _choice("LOCALRUN_WATCH", ("auto", "native", "poll"), "auto"))
+
+
+def token() -> str | None:
+    """The token ``localrun server`` and the syncers share: ``LOCALRUN_TOKEN``, else the
+    content of the file ``LOCALRUN_TOKEN_FILE`` names, else None.
+
+    Never an option of a command: a command line is visible to every user of the host (ps).
+    A file suits a cluster: one file readable only by its owner, named in the job's environment.
+    """
+    name, value = "LOCALRUN_TOKEN", env_text("LOCALRUN_TOKEN")
+    if value is None:
+        path = env_text("LOCALRUN_TOKEN_FILE")
+        if path is None:
+            return None
+        name = "LOCALRUN_TOKEN_FILE"
+        try:
+            value = Path(path).expanduser().read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "it is not text"
+            raise UsageError(
+                f"LOCALRUN_TOKEN_FILE={path!r} cannot be read ({why}); name a readable file "
+                "that holds the token, or unset it"
+            ) from None
+        if not value:
+            raise UsageError(f"LOCALRUN_TOKEN_FILE={path!r} is empty; put the token in it")
+    if not value.isascii() or not value.isprintable() or " " in value:
+        raise UsageError(
+            f"the token in {name} has spaces or characters outside printable ASCII; an HTTP "
+            "header cannot carry it: use letters, digits and punctuation (`openssl rand -hex 32`)"
+        )
+    return value
 
 
 @dataclass(frozen=True)
