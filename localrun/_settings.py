@@ -207,7 +207,7 @@ def watch_kind() -> WatchKind:
 
 def token() -> str | None:
     """The token ``localrun server`` and the syncers share: ``LOCALRUN_TOKEN``, else the
-    content of the file ``LOCALRUN_TOKEN_FILE`` names, else None.
+    first line of the file ``LOCALRUN_TOKEN_FILE`` names, else None.
 
     Never an option of a command: a command line is visible to every user of the host (ps).
     A file suits a cluster: one file readable only by its owner, named in the job's environment.
@@ -219,7 +219,8 @@ def token() -> str | None:
             return None
         name = "LOCALRUN_TOKEN_FILE"
         try:
-            value = Path(path).expanduser().read_text().strip()
+            text = Path(path).expanduser().read_text().strip()
+            value = text.splitlines()[0].strip() if text else ""
         except (OSError, UnicodeDecodeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else "it is not text"
             raise UsageError(

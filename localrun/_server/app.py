@@ -45,6 +45,7 @@ API = "/api/v1"
 OPEN_PATHS = frozenset({f"{API}/health"})  # answered without a token (readiness probes)
 SIZE = "x-localrun-size"
 SHA256 = "x-localrun-sha256"
+ERROR_HEADER = "x-localrun-error"
 STALL = 300.0  # seconds a client may send nothing mid-body before its upload is dropped
 
 
@@ -63,10 +64,10 @@ class TokenAuth:
         if self._refused(scope):
             sent = any(name == b"authorization" for name, _ in scope["headers"])
             why = "a wrong token" if sent else "no token"
-            response = JSONResponse(
-                {"error": f"this localrun server requires its token and got {why}"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
+            response = _error(
+                401,
+                f"this localrun server requires its token and got {why}",
+                **{"WWW-Authenticate": "Bearer"},
             )
             await response(scope, receive, send)
             return
@@ -97,7 +98,7 @@ def create_app(root: Path, token: str | None) -> Starlette:
     async def get_object(request: Request) -> Response:
         opened = await run_in_threadpool(store.open, request.path_params["key"])
         if opened is None:
-            return JSONResponse({"error": "no such object"}, status_code=404)
+            return _error(404, "no such object")
         f, size = opened
         headers = {"content-length": str(size), SIZE: str(size)}
         if request.method == "HEAD":
@@ -120,13 +121,13 @@ def create_app(root: Path, token: str | None) -> Starlette:
         return JSONResponse({"created": created}, status_code=201 if created else 200)
 
     async def list_names(request: Request) -> Response:
-        prefix = request.query_params.get("prefix", "").strip("/")
+        prefix = request.query_params.get("prefix", "").rstrip("/")
         names = await run_in_threadpool(store.list, prefix)
         return JSONResponse({"names": names})
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ObjectError)
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return _error(exc.status, exc.message)
 
     routes = [
         Route(f"{API}/health", health, methods=["GET"]),
@@ -137,6 +138,15 @@ def create_app(root: Path, token: str | None) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={ObjectError: refused})
     app.add_middleware(TokenAuth, token=token)
     return app
+
+
+def _error(status: int, message: str, **headers: str) -> Response:
+    """A refusal: ``{"error": message}``, and the message in a header too (a HEAD answer has
+    no body), with anything outside ASCII escaped so a header can carry it."""
+    header = message.encode("ascii", "backslashreplace").decode()
+    return JSONResponse(
+        {"error": message}, status_code=status, headers={ERROR_HEADER: header, **headers}
+    )
 
 
 def _chunks(f: BinaryIO) -> Iterator[bytes]:

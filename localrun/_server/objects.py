@@ -2,7 +2,9 @@
 
 A replica is a localrun root in the same format (DESIGN §8): everything a push sends is
 immutable (segments, saved file versions, media, revisions), so the server offers
-put-if-absent of named objects and nothing else: no overwrite, no delete. A put streams the
+put-if-absent of named objects and no delete. The one exception is a run's ``manifest.json``,
+a derived copy of its newest revision: it is replaced, never by an older revision's copy (a
+slow syncer cannot roll it back) nor by another run's (409). A put streams the
 body into a temp file next to its final name (``<name>.tmp-<host>-<pid>-<rand>``, the store's
 own convention, so ``localrun verify --repair`` knows a dead server's leftovers), hashing it
 as it is written, and only a body of the declared size and sha256 is fsynced and hard-linked
@@ -24,6 +26,7 @@ import json
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -31,6 +34,7 @@ from typing import BinaryIO
 from .._store.atomic import fsync_dir, temp_path
 from .._store.layout import (
     FORMAT_VERSION,
+    MANIFEST,
     ROOT_MARKER,
     check_file_name,
     inside,
@@ -132,6 +136,7 @@ class RootStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._copy_lock = threading.Lock()  # one manifest.json replace at a time (see Upload)
 
     def path(self, key: str) -> Path:
         """Where ``key`` lives, refused (403) if an existing part of it is a symbolic link."""
@@ -190,14 +195,24 @@ class RootStore:
                 raise ObjectError(
                     403, f"key {key!r} goes through something that is not a folder on the server"
                 ) from None
-            return Upload(key, final, size, sha256)
+            return Upload(key, final, size, sha256, self._copy_lock)
+
+
+def is_copy(key: str) -> bool:
+    """Whether ``key`` is a run's ``manifest.json``: a derived copy of its newest revision,
+    the one object a push replaces (readers use ``log/``; the copy serves older readers)."""
+    parts = key.split("/")
+    return len(parts) == 3 and parts[2] == MANIFEST
 
 
 class Upload:
     """One object being received: a temp file beside its final name, hashed as it grows."""
 
-    def __init__(self, key: str, final: Path, size: int, sha256: str) -> None:
+    def __init__(
+        self, key: str, final: Path, size: int, sha256: str, copy_lock: threading.Lock
+    ) -> None:
         self.key = key
+        self._copy_lock = copy_lock
         self.final = final
         self.size = size
         self.sha256 = sha256
@@ -245,6 +260,9 @@ class Upload:
             self._fd = None
             if self.key == ROOT_MARKER:
                 return self._finish_marker()
+            if is_copy(self.key):
+                with self._copy_lock:
+                    return self._finish_copy()
             try:
                 os.link(self.tmp, self.final)
             except FileExistsError:
@@ -281,6 +299,33 @@ class Upload:
                 "written once and never replaced: is another run using this project/id?",
             )
 
+    def _finish_copy(self) -> bool:
+        """Replace a run's manifest.json, unless the one there is of a newer revision (a slower
+        syncer must not roll it back) or of another run (409). True if it was replaced."""
+        try:
+            new = _revision_of(self.tmp.read_bytes())
+            with open_regular(self.final) as f:
+                old = _revision_of(f.read())
+        except _GONE:
+            old = None
+        except CorruptRunError:
+            raise ObjectError(409, f"{self.key} exists on the server and is not a file") from None
+        try:
+            if old is not None and new is not None:
+                if old[0] and new[0] and old[0] != new[0]:
+                    raise ObjectError(
+                        409,
+                        f"{self.key} on the server is of another run (uid {old[0]}, this one "
+                        f"{new[0]}): runs are never merged",
+                    )
+                if old[1] > new[1]:
+                    return False
+            os.replace(self.tmp, self.final)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+        fsync_dir(self.final.parent)
+        return True
+
     def _finish_marker(self) -> bool:
         """The root marker is the server's own: a pushed one is checked, never replaces it."""
         try:
@@ -303,3 +348,14 @@ class Upload:
             self.tmp.unlink(missing_ok=True)
         fsync_dir(self.final.parent)
         return True
+
+
+def _revision_of(data: bytes) -> tuple[str, int] | None:
+    """``(uid, rev)`` of a revision's bytes, or None if they are not a revision."""
+    try:
+        info = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("rev"), int):
+        return None
+    return str(info.get("uid", "")), int(info["rev"])

@@ -24,6 +24,7 @@ from ..errors import InvalidIdError, RemoteConflictError, RemoteUnavailableError
 from .remote import Progress
 
 API = "/api/v1"
+ERROR_HEADER = "x-localrun-error"
 CHUNK = 1 << 20
 TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=120.0, pool=30.0)
 TOKEN_HINT = "set LOCALRUN_TOKEN (or LOCALRUN_TOKEN_FILE) to the token the server was started with"
@@ -79,7 +80,7 @@ class HttpStore:
         return response.content
 
     def list(self, prefix: str) -> list[str]:
-        prefix = prefix.strip("/")
+        prefix = prefix.rstrip("/")
         if prefix:
             _check_key(prefix)
         try:
@@ -147,7 +148,7 @@ class HttpStore:
         if status == 409:
             raise RemoteConflictError(f"{where} refused {key}: {detail}")
         if status == 507:
-            raise RemoteUnavailableError(f"{where} has no space left: {detail}; sync retries later")
+            raise RemoteUnavailableError(f"{where} is full, {key} refused: {detail}")
         if status >= 500 or status in (408, 429):
             raise RemoteUnavailableError(
                 f"{where} failed ({status}) on {key}: {detail}; see the server's log; "
@@ -164,6 +165,9 @@ def _check_key(key: str) -> str:
 
 
 def _detail(response: httpx.Response) -> str:
+    """The server's own words about a refusal (a HEAD answer carries them in a header)."""
+    if ERROR_HEADER in response.headers:
+        return response.headers[ERROR_HEADER]
     try:
         body = response.json()
         if isinstance(body, dict) and "error" in body:
