@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import importlib.util
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ import localrun
 from localrun import _settings
 from localrun._sync.httpstore import HttpStore
 from localrun.errors import RemoteConflictError, RemoteUnavailableError, SyncError
-from tests.conftest import child_env, start_at_barrier, track
+from tests.conftest import child_env, run_py, start_at_barrier, track
 
 TOKEN = "t0k3n-for-tests-0123456789abcdef"
 RUN = "proj/run1"
@@ -513,9 +514,12 @@ def _wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None
         time.sleep(0.01)
 
 
-def test_a_server_killed_mid_upload_leaves_no_partial_object(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_server_stopped_mid_upload_leaves_no_partial_object(tmp_path: Path, sig: int) -> None:
     root = tmp_path / "server-root"
     srv = start_server(root)
+    made = run_py("import localrun; localrun.init(project='proj', id='run1').finish()", root)
+    assert made.returncode == 0, made.stderr
     src = tmp_path / "f"
     digest = make_file(src, 64_000_000)
     key = f"{RUN}/files/ckpt.v1"
@@ -532,24 +536,35 @@ def test_a_server_killed_mid_upload_leaves_no_partial_object(tmp_path: Path) -> 
     t = threading.Thread(target=upload)
     t.start()
     assert pause.paused.wait(60)
-    folder = root / RUN / "files"
     # The server is mid-body: part of the object is in its temp file, on disk.
-    _wait_for("the temp file", lambda: any(p.stat().st_size > 8_000_000 for p in folder.iterdir()))
-    srv.kill()
+    _wait_for("the temp file", lambda: any(os.path.getsize(p) > 8_000_000 for p in leftovers(root)))
+    srv.proc.send_signal(sig)
+    srv.proc.wait(timeout=60)  # SIGTERM: after its 5 s of grace, the upload is cancelled
     pause.release.set()
     t.join(60)
     assert len(errors) == 1 and isinstance(errors[0], RemoteUnavailableError), errors
     assert not (root / key).exists()
+    if sig == signal.SIGTERM:
+        assert leftovers(root) == []  # a stopped server drops its uploads' temp files
     srv2 = start_server(root)
     s2 = HttpStore(srv2.url, TOKEN)
     assert s2.stat(key) is None
-    assert s2.list(f"{RUN}/files") == []  # the dead server's temp file is not an object
+    assert s2.list(f"{RUN}/files") == []  # a killed server's temp file is never an object
     s2.put_file(key, src, 64_000_000, digest, Count())  # the retry stores it whole
     assert sha256_file(root / key) == digest
     s.close()
     s2.close()
     srv2.proc.terminate()
     srv2.proc.wait(timeout=30)
+    # What a killed server leaves, `localrun verify --repair` removes (docs/server.md).
+    repair = subprocess.run(
+        [sys.executable, "-m", "localrun._cli", "--root", str(root), "verify", "--repair"],
+        env=child_env(root),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert leftovers(root) == [], repair.stdout + repair.stderr
 
 
 CLIENT = """
@@ -678,3 +693,49 @@ def test_two_clients_putting_one_object_at_once_leave_one_intact_object(
             headers={"authorization": f"Bearer {TOKEN}"},
         ).text
     )["names"] == ["0001-000007.parquet"]
+
+
+# -- end to end: `localrun sync` to the server --------------------------------------------------
+
+HAS_SYNC = importlib.util.find_spec("localrun._sync.replica") is not None
+
+
+@pytest.mark.skipif(not HAS_SYNC, reason="needs `localrun sync` (branch h-sync): runs once merged")
+def test_localrun_sync_to_a_server_makes_a_replica_the_api_reads(
+    server: Server, tmp_path: Path
+) -> None:
+    local = tmp_path / "local"
+    done = run_py(
+        """
+        import localrun
+        run = localrun.init(project="proj", id="run1", flush_interval=0.05)
+        for i in range(300):
+            run.log({"loss": 1 / (i + 1), "acc": i / 300}, step=i)
+        run.finish()
+        localrun.init(project="proj", id="run2").finish()
+        """,
+        local,
+    )
+    assert done.returncode == 0, done.stderr
+    cmd = [sys.executable, "-m", "localrun._cli", "sync", "--to", server.url, RUN]
+    done = subprocess.run(
+        cmd, env=child_env(local, LOCALRUN_TOKEN=TOKEN), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    mine = localrun.Api(local).run(RUN)
+    theirs = localrun.Api(server.root).run(RUN)
+    assert theirs.history().equals(mine.history())
+    assert theirs.state == mine.state
+
+    stored = {p: p.stat().st_mtime_ns for p in server.root.rglob("*") if p.is_file()}
+    again = subprocess.run(
+        cmd, env=child_env(local, LOCALRUN_TOKEN=TOKEN), capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0, again.stderr
+    assert {p: p.stat().st_mtime_ns for p in server.root.rglob("*") if p.is_file()} == stored
+
+    refused = subprocess.run(
+        [*cmd[:-1], "proj/run2"], env=child_env(local), capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode != 0
+    assert "LOCALRUN_TOKEN" in refused.stdout + refused.stderr

@@ -113,10 +113,10 @@ def create_app(root: Path, token: str | None) -> Starlette:
         try:
             created = await _receive(request, upload)
         except ClientDisconnect:  # the client went away (or silent): nobody reads an answer
-            await run_in_threadpool(upload.abort)
+            upload.abort()
             return Response(status_code=400)
-        except BaseException:
-            await run_in_threadpool(upload.abort)
+        except BaseException:  # also a cancel at shutdown: no await may run here, so inline
+            upload.abort()
             raise
         return JSONResponse({"created": created}, status_code=201 if created else 200)
 
