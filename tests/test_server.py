@@ -739,3 +739,23 @@ def test_localrun_sync_to_a_server_makes_a_replica_the_api_reads(
     )
     assert refused.returncode != 0
     assert "LOCALRUN_TOKEN" in refused.stdout + refused.stderr
+
+
+def test_a_url_that_is_some_other_web_server_is_named_as_such(tmp_path: Path) -> None:
+    """Every object of a plain web server is a 404: that must not read as "nothing there"."""
+    other = track(
+        subprocess.Popen(
+            [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+    )
+    assert other.stdout is not None
+    port = other.stdout.readline().split("port ")[1].split()[0]
+    s = HttpStore(f"http://127.0.0.1:{port}", TOKEN)
+    for call in (lambda: s.stat(f"{RUN}/x"), lambda: s.list(""), lambda: s.get_bytes("x/y/z")):
+        with pytest.raises(SyncError, match="does not answer like a localrun server"):
+            call()
+    s.close()

@@ -7,8 +7,9 @@ routes to the same app):
 ``GET  /api/v1/health``                     ``{"localrun": version, "format": N}``, no token
 ``HEAD /api/v1/objects/<key>``              200 with ``X-Localrun-Size``, or 404
 ``GET  /api/v1/objects/<key>``              the object's bytes, streamed, or 404
-``PUT  /api/v1/objects/<key>``              put-if-absent; headers ``X-Localrun-Size`` and
-                                            ``X-Localrun-Sha256``; 201 new, 200 already there
+``PUT  /api/v1/objects/<key>``              put-if-absent (a run's ``manifest.json``: replaced
+                                            unless older); headers ``X-Localrun-Size`` and
+                                            ``X-Localrun-Sha256``; 201 stored, 200 no change
 ``GET  /api/v1/list?prefix=<folder key>``   ``{"names": [...]}`` directly under it
 =========================================== ===============================================
 

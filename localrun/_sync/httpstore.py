@@ -11,6 +11,7 @@ daemon retries those with backoff. An object the server holds with other content
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
-from .._store.layout import check_file_name
+from .._store.layout import FORMAT_VERSION, check_file_name
 from ..errors import InvalidIdError, RemoteConflictError, RemoteUnavailableError, SyncError
 from .remote import Progress
 
@@ -53,11 +54,12 @@ class HttpStore:
         self.has_token = token is not None
         headers = {"authorization": f"Bearer {token}"} if token is not None else {}
         self._client = httpx.Client(base_url=self.url + API, headers=headers, timeout=timeout)
-        self._timeout = timeout
+        self._checked = False
 
     # -- the ObjectStore protocol ---------------------------------------------------------
 
     def stat(self, key: str) -> int | None:
+        self._check_server()
         response = self._send("HEAD", key, f"{self.url} checking {key}")
         if response.status_code == 404:
             return None
@@ -73,6 +75,7 @@ class HttpStore:
         self._put(key, data, len(data), hashlib.sha256(data).hexdigest())
 
     def get_bytes(self, key: str) -> bytes | None:
+        self._check_server()
         response = self._send("GET", key, f"{self.url} reading {key}")
         if response.status_code == 404:
             return None
@@ -80,6 +83,7 @@ class HttpStore:
         return response.content
 
     def list(self, prefix: str) -> list[str]:
+        self._check_server()
         prefix = prefix.rstrip("/")
         if prefix:
             _check_key(prefix)
@@ -97,6 +101,7 @@ class HttpStore:
     # -- HTTP ------------------------------------------------------------------------------
 
     def _put(self, key: str, body: bytes | Iterator[bytes], size: int, sha256: str) -> None:
+        self._check_server()
         headers = {
             "content-length": str(size),
             "content-type": "application/octet-stream",
@@ -109,6 +114,32 @@ class HttpStore:
         except httpx.HTTPError as exc:
             self._unreachable(exc, f"sending {key}")
         self._check(response, key)
+
+    def _check_server(self) -> None:
+        """Once: is a localrun server of this format there? A 404 for every object from some
+        other web server (a wrong port, a proxy's wrong path) must not read as "nothing there"."""
+        if self._checked:
+            return
+        try:
+            response = self._client.get("/health")
+        except httpx.HTTPError as exc:
+            self._unreachable(exc, "checking it is a localrun server")
+        found = None
+        if response.status_code != 404:
+            self._check(response, f"GET {API}/health")
+            with contextlib.suppress(ValueError, AttributeError):
+                found = response.json().get("format")
+        if not isinstance(found, int):
+            raise SyncError(
+                f"{self.url} does not answer like a localrun server (GET {API}/health gave no "
+                "localrun format): check the URL's host, port and path"
+            )
+        if found != FORMAT_VERSION:
+            raise SyncError(
+                f"the localrun server at {self.url} stores format {found}, this localrun "
+                f"writes format {FORMAT_VERSION}: run the same localrun version on both sides"
+            )
+        self._checked = True
 
     def _send(self, method: str, key: str, what: str) -> httpx.Response:
         url = "/objects/" + quote(_check_key(key), safe="/")
