@@ -122,13 +122,18 @@ def _full(key: str, exc: OSError) -> ObjectError:
 
 @contextlib.contextmanager
 def _writing(key: str) -> Iterator[None]:
-    """A full disk becomes a 507 (the client retries later); other I/O errors pass as they are."""
+    """A full disk becomes a 507, any other failed write a 500 saying why (the client retries
+    both later); the path on the server is not told, the key is."""
     try:
         yield
     except OSError as exc:
         if exc.errno in _FULL:
             raise _full(key, exc) from None
-        raise
+        raise ObjectError(
+            500,
+            f"the server cannot write {key} ({exc.strerror or exc}); nothing of it was stored. "
+            "Check the permissions and the filesystem of the server's root",
+        ) from exc
 
 
 class RootStore:
