@@ -450,7 +450,7 @@ def test_a_server_that_is_down_is_a_retryable_error_naming_the_url(server: Serve
 
 
 def _unshare_tmpfs_works(tmp_path: Path) -> bool:
-    if shutil.which("unshare") is None:
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         return False
     probe = tmp_path / "probe"
     probe.mkdir()
@@ -462,11 +462,11 @@ def _unshare_tmpfs_works(tmp_path: Path) -> bool:
     return done.returncode == 0
 
 
-def test_a_full_disk_is_507_the_temp_is_removed_and_space_comes_back(tmp_path: Path) -> None:
-    """A real ENOSPC: the server runs in its own mount namespace on an 8 MB tmpfs."""
+def test_a_full_or_read_only_disk_is_a_retryable_error_that_leaves_nothing(tmp_path: Path) -> None:
+    """A real ENOSPC then EROFS: the server runs in its own mount namespace on an 8 MB tmpfs."""
     if not _unshare_tmpfs_works(tmp_path):
         pytest.skip(
-            "this host does not allow `unshare -rm` + a tmpfs mount (needs user namespaces)"
+            "this host lacks unshare/nsenter or forbids `unshare -rm` + a tmpfs mount (user namespaces)"
         )
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -487,6 +487,13 @@ def test_a_full_disk_is_507_the_temp_is_removed_and_space_comes_back(tmp_path: P
     digest = make_file(small, 5_000_000)  # fits only if the failed temp was freed
     s.put_file(f"{RUN}/files/small", small, 5_000_000, digest, Count())
     assert sha256_file(seen / RUN / "files" / "small") == digest
+    # Any other failed write (here a read-only filesystem) is a 500 that says why.
+    remount = ["nsenter", "-t", str(srv.proc.pid), "-U", "-m", "--preserve-credentials"]
+    subprocess.run([*remount, "mount", "-o", "remount,ro", str(disk)], check=True)
+    with pytest.raises(RemoteUnavailableError, match="cannot write") as info:
+        s.put_bytes("proj/run2/log/000000000001.json", b"{}")
+    assert "Read-only file system" in str(info.value)
+    assert s.stat("proj/run2/log/000000000001.json") is None
     s.close()
     srv.proc.terminate()
     srv.proc.wait(timeout=30)
