@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -59,23 +60,22 @@ def start_server(
     token: str | None = TOKEN,
     host: str = "127.0.0.1",
     wrap: list[str] | None = None,
+    tracked: bool = True,
     **extra: str,
 ) -> Server:
-    """`localrun server --port 0` in a subprocess; returns once /api/v1/health answers."""
+    """`localrun server --port 0` in a subprocess; returns once /api/v1/health answers.
+
+    ``tracked``: ended after the test (the conftest reaper); a module's shared server is not."""
     env = child_env(root, **extra)
     if token is not None:
         env["LOCALRUN_TOKEN"] = token
     cmd = [sys.executable, "-m", "localrun._cli", "server", "--root", str(root)]
     cmd += ["--host", host, "--port", "0"]
-    proc = track(
-        subprocess.Popen(
-            [*(wrap or []), *cmd],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    proc = subprocess.Popen(
+        [*(wrap or []), *cmd], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    if tracked:
+        track(proc)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
@@ -106,6 +106,35 @@ def store(server: Server) -> Iterator[HttpStore]:
     s = HttpStore(server.url, TOKEN)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the tests that need no root of their own (each uses its own project):
+    a server start costs seconds on a loaded machine."""
+    srv = start_server(tmp_path_factory.mktemp("shared") / "server-root", tracked=False)
+    yield srv
+    srv.proc.terminate()
+    try:
+        srv.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        srv.kill()
+
+
+@pytest.fixture
+def shared_store(shared: Server) -> Iterator[HttpStore]:
+    s = HttpStore(shared.url, TOKEN)
+    yield s
+    s.close()
+
+
+_projects = itertools.count()
+
+
+@pytest.fixture
+def run(shared: Server) -> str:
+    """``project/run_id`` of a run no other test on the shared server uses."""
+    return f"p{next(_projects)}-{os.getpid()}/run1"
 
 
 class Count:
@@ -197,56 +226,60 @@ def test_put_stat_get_list_round_trip_and_a_repeat_is_a_no_op(
     localrun.Api(server.root).check()
 
 
-def test_a_revision_that_exists_with_other_bytes_is_a_conflict(store: HttpStore) -> None:
-    key = f"{RUN}/log/000000000002.json"
-    store.put_bytes(key, b'{"rev": 2, "uid": "a"}')
+def test_a_revision_that_exists_with_other_bytes_is_a_conflict(
+    shared_store: HttpStore, run: str
+) -> None:
+    key = f"{run}/log/000000000002.json"
+    shared_store.put_bytes(key, b'{"rev": 2, "uid": "a"}')
     with pytest.raises(RemoteConflictError, match="already exists on the server with other"):
-        store.put_bytes(key, b'{"rev": 2, "uid": "b"}')
-    assert store.get_bytes(key) == b'{"rev": 2, "uid": "a"}'
+        shared_store.put_bytes(key, b'{"rev": 2, "uid": "b"}')
+    assert shared_store.get_bytes(key) == b'{"rev": 2, "uid": "a"}'
 
 
 def test_the_manifest_copy_is_replaced_but_never_rolled_back_nor_by_another_run(
-    store: HttpStore,
+    shared_store: HttpStore, run: str
 ) -> None:
-    key = f"{RUN}/manifest.json"
-    store.put_bytes(key, b'{"rev": 3, "uid": "u1"}')
-    store.put_bytes(key, b'{"rev": 5, "uid": "u1"}')
-    assert store.get_bytes(key) == b'{"rev": 5, "uid": "u1"}'
-    store.put_bytes(key, b'{"rev": 4, "uid": "u1"}')  # a slower syncer: kept at 5
-    assert store.get_bytes(key) == b'{"rev": 5, "uid": "u1"}'
+    key = f"{run}/manifest.json"
+    shared_store.put_bytes(key, b'{"rev": 3, "uid": "u1"}')
+    shared_store.put_bytes(key, b'{"rev": 5, "uid": "u1"}')
+    assert shared_store.get_bytes(key) == b'{"rev": 5, "uid": "u1"}'
+    shared_store.put_bytes(key, b'{"rev": 4, "uid": "u1"}')  # a slower syncer: kept at 5
+    assert shared_store.get_bytes(key) == b'{"rev": 5, "uid": "u1"}'
     with pytest.raises(RemoteConflictError, match="another run"):
-        store.put_bytes(key, b'{"rev": 9, "uid": "u2"}')
-    assert store.get_bytes(key) == b'{"rev": 5, "uid": "u1"}'
+        shared_store.put_bytes(key, b'{"rev": 9, "uid": "u2"}')
+    assert shared_store.get_bytes(key) == b'{"rev": 5, "uid": "u1"}'
 
 
-def test_a_root_marker_of_another_format_is_refused(store: HttpStore, server: Server) -> None:
-    before = (server.root / "localrun.json").read_bytes()
-    store.put_bytes("localrun.json", b'{"format": 2, "created": 1}')  # ours: a no-op
+def test_a_root_marker_of_another_format_is_refused(
+    shared_store: HttpStore, shared: Server
+) -> None:
+    before = (shared.root / "localrun.json").read_bytes()
+    shared_store.put_bytes("localrun.json", b'{"format": 2, "created": 1}')  # ours: a no-op
     with pytest.raises(RemoteConflictError, match="format 99"):
-        store.put_bytes("localrun.json", b'{"format": 99}')
-    assert (server.root / "localrun.json").read_bytes() == before
+        shared_store.put_bytes("localrun.json", b'{"format": 99}')
+    assert (shared.root / "localrun.json").read_bytes() == before
 
 
 # -- bodies that are not what they claim ------------------------------------------------------
 
 
 def test_a_body_whose_sha256_differs_is_refused_and_nothing_is_stored(
-    store: HttpStore, server: Server, tmp_path: Path
+    shared_store: HttpStore, shared: Server, tmp_path: Path, run: str
 ) -> None:
     src = tmp_path / "f"
     make_file(src, 2_500_000)
-    key = f"{RUN}/files/model.pt.v1"
+    key = f"{run}/files/model.pt.v1"
     with pytest.raises(SyncError, match="sha256") as info:
-        store.put_file(key, src, 2_500_000, "0" * 64, Count())
+        shared_store.put_file(key, src, 2_500_000, "0" * 64, Count())
     assert not isinstance(info.value, RemoteUnavailableError)  # retrying cannot help
     assert "nothing was stored" in str(info.value)
-    assert store.stat(key) is None
-    assert leftovers(server.root) == []
+    assert shared_store.stat(key) is None
+    assert leftovers(shared.root) == []
 
 
 @pytest.mark.parametrize(("declared", "sent"), [(1000, 400), (400, 1000)])
 def test_a_body_of_another_size_than_declared_is_refused_and_nothing_is_stored(
-    server: Server, declared: int, sent: int
+    shared: Server, declared: int, sent: int, run: str
 ) -> None:
     body = os.urandom(sent)
     headers = {
@@ -256,28 +289,28 @@ def test_a_body_of_another_size_than_declared_is_refused_and_nothing_is_stored(
     }
     # No Content-Length (a chunked body): only the declared size can catch it.
     response = httpx.put(
-        f"{server.url}/api/v1/objects/{RUN}/files/x", content=iter([body]), headers=headers
+        f"{shared.url}/api/v1/objects/{run}/files/x", content=iter([body]), headers=headers
     )
     assert response.status_code == 400, response.text
     assert "nothing was stored" in response.json()["error"]
-    assert not (server.root / RUN / "files" / "x").exists()
-    assert leftovers(server.root) == []
+    assert not (shared.root / run / "files" / "x").exists()
+    assert leftovers(shared.root) == []
     # A Content-Length that disagrees with the declared size is refused before the body.
     headers["content-length"] = str(sent)
     response = httpx.put(
-        f"{server.url}/api/v1/objects/{RUN}/files/x", content=body, headers=headers
+        f"{shared.url}/api/v1/objects/{run}/files/x", content=body, headers=headers
     )
     assert response.status_code == 400
 
 
 def test_a_local_file_shorter_than_listed_is_not_sent_whole(
-    store: HttpStore, server: Server, tmp_path: Path
+    shared_store: HttpStore, shared: Server, tmp_path: Path, run: str
 ) -> None:
     src = tmp_path / "f"
     digest = make_file(src, 3_000_000)
     with pytest.raises(SyncError, match="changed while it was being sent"):
-        store.put_file(f"{RUN}/files/f", src, 5_000_000, digest, Count())
-    assert store.stat(f"{RUN}/files/f") is None
+        shared_store.put_file(f"{run}/files/f", src, 5_000_000, digest, Count())
+    assert shared_store.stat(f"{run}/files/f") is None
 
 
 # -- keys that would escape the root ----------------------------------------------------------
@@ -349,34 +382,35 @@ def test_a_symlinked_folder_inside_the_root_is_never_followed(
         store.get_bytes("proj/run2/f")
 
 
-def test_the_client_refuses_a_key_the_url_layer_would_rewrite(store: HttpStore) -> None:
+def test_the_client_refuses_a_key_the_url_layer_would_rewrite(shared_store: HttpStore) -> None:
     for key in ("proj/run1/../x", "/abs/x", "proj//run1/x", "proj/./x"):
         with pytest.raises(localrun.InvalidIdError):
-            store.put_bytes(key, b"x")
+            shared_store.put_bytes(key, b"x")
 
 
 # -- the token ------------------------------------------------------------------------------
 
 
-def test_a_wrong_or_missing_token_is_refused_and_named(server: Server) -> None:
+def test_a_wrong_or_missing_token_is_refused_and_named(shared: Server, run: str) -> None:
     for token in ("wrong", None, TOKEN + "x", TOKEN[:-1]):
-        bad = HttpStore(server.url, token)
+        bad = HttpStore(shared.url, token)
         for call in (
-            lambda s: s.stat(f"{RUN}/x"),
-            lambda s: s.put_bytes(f"{RUN}/log/000000000001.json", b"{}"),
-            lambda s: s.get_bytes(f"{RUN}/x"),
+            lambda s: s.stat(f"{run}/x"),
+            lambda s: s.put_bytes(f"{run}/log/000000000001.json", b"{}"),
+            lambda s: s.get_bytes(f"{run}/x"),
             lambda s: s.list(""),
         ):
             with pytest.raises(RemoteUnavailableError, match="LOCALRUN_TOKEN") as info:
                 call(bad)
             assert ("without a token" in str(info.value)) == (token is None)
-            assert server.url in str(info.value)
+            assert shared.url in str(info.value)
         bad.close()
-    assert not (server.root / "proj").exists()
+    project = shared.root / run.split("/")[0]
+    assert not project.exists()
     body = b"{}"
-    assert raw(server, "PUT", f"/api/v1/objects/{RUN}/f", body, **put_headers(body, None)) == 401
-    assert not (server.root / "proj").exists()
-    assert raw(server, "GET", "/api/v1/health") == 200  # readiness needs no token
+    assert raw(shared, "PUT", f"/api/v1/objects/{run}/f", body, **put_headers(body, None)) == 401
+    assert not project.exists()
+    assert raw(shared, "GET", "/api/v1/health") == 200  # readiness needs no token
 
 
 def test_the_token_can_come_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -528,15 +562,15 @@ def test_a_server_stopped_mid_upload_leaves_no_partial_object(tmp_path: Path, si
     made = run_py("import localrun; localrun.init(project='proj', id='run1').finish()", root)
     assert made.returncode == 0, made.stderr
     src = tmp_path / "f"
-    digest = make_file(src, 64_000_000)
+    digest = make_file(src, 40_000_000)
     key = f"{RUN}/files/ckpt.v1"
     s = HttpStore(srv.url, TOKEN)
-    pause = Pause(at=24_000_000)
+    pause = Pause(at=16_000_000)
     errors: list[BaseException] = []
 
     def upload() -> None:
         try:
-            s.put_file(key, src, 64_000_000, digest, pause)
+            s.put_file(key, src, 40_000_000, digest, pause)
         except BaseException as exc:
             errors.append(exc)
 
@@ -544,7 +578,7 @@ def test_a_server_stopped_mid_upload_leaves_no_partial_object(tmp_path: Path, si
     t.start()
     assert pause.paused.wait(60)
     # The server is mid-body: part of the object is in its temp file, on disk.
-    _wait_for("the temp file", lambda: any(os.path.getsize(p) > 8_000_000 for p in leftovers(root)))
+    _wait_for("the temp file", lambda: any(os.path.getsize(p) > 6_000_000 for p in leftovers(root)))
     srv.proc.send_signal(sig)
     srv.proc.wait(timeout=60)  # SIGTERM: after its 5 s of grace, the upload is cancelled
     pause.release.set()
@@ -557,7 +591,7 @@ def test_a_server_stopped_mid_upload_leaves_no_partial_object(tmp_path: Path, si
     s2 = HttpStore(srv2.url, TOKEN)
     assert s2.stat(key) is None
     assert s2.list(f"{RUN}/files") == []  # a killed server's temp file is never an object
-    s2.put_file(key, src, 64_000_000, digest, Count())  # the retry stores it whole
+    s2.put_file(key, src, 40_000_000, digest, Count())  # the retry stores it whole
     assert sha256_file(root / key) == digest
     s.close()
     s2.close()
@@ -591,14 +625,14 @@ HttpStore(url, token).put_file(key, Path(src), int(size), sha, Stop())
 
 
 def test_a_client_killed_mid_upload_leaves_nothing_on_the_server(
-    server: Server, tmp_path: Path
+    shared: Server, tmp_path: Path, run: str
 ) -> None:
     src = tmp_path / "f"
     digest = make_file(src, 48_000_000)
-    key = f"{RUN}/files/big"
+    key = f"{run}/files/big"
     client = track(
         subprocess.Popen(
-            [sys.executable, "-c", CLIENT, server.url, TOKEN, key, str(src), "48000000", digest],
+            [sys.executable, "-c", CLIENT, shared.url, TOKEN, key, str(src), "48000000", digest],
             env=child_env(tmp_path),
             stdout=subprocess.PIPE,
             text=True,
@@ -606,12 +640,12 @@ def test_a_client_killed_mid_upload_leaves_nothing_on_the_server(
     )
     assert client.stdout is not None
     assert client.stdout.readline().strip() == "paused"
-    folder = server.root / RUN / "files"
+    folder = shared.root / run / "files"
     _wait_for("the temp file", lambda: any(p.stat().st_size > 4_000_000 for p in folder.iterdir()))
     client.send_signal(signal.SIGKILL)
     client.wait()
-    _wait_for("the server to drop the temp file", lambda: leftovers(server.root) == [])
-    assert not (server.root / key).exists()
+    _wait_for("the server to drop the temp file", lambda: leftovers(shared.root) == [])
+    assert not (shared.root / key).exists()
 
 
 # -- scale and races --------------------------------------------------------------------------
@@ -664,9 +698,9 @@ except RemoteConflictError as exc:
 
 @pytest.mark.parametrize("same", [True, False], ids=["same-bytes", "other-bytes"])
 def test_two_clients_putting_one_object_at_once_leave_one_intact_object(
-    server: Server, tmp_path: Path, same: bool
+    shared: Server, tmp_path: Path, same: bool, run: str
 ) -> None:
-    key = f"{RUN}/history/0001-000007.parquet"
+    key = f"{run}/history/0001-000007.parquet"
     sources = []
     for i in range(2):
         src = tmp_path / f"src{i}"
@@ -679,24 +713,24 @@ def test_two_clients_putting_one_object_at_once_leave_one_intact_object(
             1,
             tmp_path / "unused",
             go,
-            ARGS=f"{server.url}|{TOKEN}|{key}|{src}|{digest}",
+            ARGS=f"{shared.url}|{TOKEN}|{key}|{src}|{digest}",
         )
     go.touch()
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     results = sorted(out.strip().split()[0] for out, _ in outs)
-    stored = sha256_file(server.root / key)
+    stored = sha256_file(shared.root / key)
     if same:
         assert results == ["stored", "stored"]
         assert stored == sources[0][1]
     else:
         assert results == ["conflict", "stored"], outs
         assert stored in (sources[0][1], sources[1][1])  # the winner's, whole
-    assert leftovers(server.root) == []
+    assert leftovers(shared.root) == []
     assert json.loads(
         httpx.get(
-            f"{server.url}/api/v1/list",
-            params={"prefix": f"{RUN}/history"},
+            f"{shared.url}/api/v1/list",
+            params={"prefix": f"{run}/history"},
             headers={"authorization": f"Bearer {TOKEN}"},
         ).text
     )["names"] == ["0001-000007.parquet"]
