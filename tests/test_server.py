@@ -778,7 +778,7 @@ def test_localrun_sync_to_a_server_makes_a_replica_the_api_reads(
     refused = subprocess.run(
         [*cmd[:-1], "proj/run2"], env=child_env(local), capture_output=True, text=True, timeout=120
     )
-    assert refused.returncode != 0
+    assert refused.returncode == localrun.errors.RemoteUnavailableError.exit_code  # 13
     assert "LOCALRUN_TOKEN" in refused.stdout + refused.stderr
 
 
