@@ -800,3 +800,21 @@ def test_a_url_that_is_some_other_web_server_is_named_as_such(tmp_path: Path) ->
         with pytest.raises(SyncError, match="does not answer like a localrun server"):
             call()
     s.close()
+
+
+def test_a_folder_that_is_neither_a_root_nor_empty_is_not_served(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    cmd = [sys.executable, "-m", "localrun._cli", "server", "--root", str(home), "--port", "0"]
+    done = subprocess.run(cmd, env=child_env(home), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "neither a localrun root nor empty" in done.stderr
+    assert sorted(p.name for p in home.iterdir()) == ["notes.txt"]
+    # A root made by localrun (runs in it) is served as it is.
+    made = run_py("import localrun; localrun.init(project='p', id='r').finish()", home)
+    assert made.returncode == 0, made.stderr
+    srv = start_server(home)
+    assert HttpStore(srv.url, TOKEN).list("p") == ["r"]
+    srv.proc.terminate()
+    srv.proc.wait(timeout=30)

@@ -37,9 +37,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
-from .._store.layout import FORMAT_VERSION
+from .._store.layout import FORMAT_VERSION, ROOT_MARKER
 from .._store.manifest import ensure_root
-from ..errors import UsageError
+from ..errors import RunNotFoundError, UsageError
 from .objects import CHUNK, ObjectError, RootStore, Upload
 
 API = "/api/v1"
@@ -241,6 +241,7 @@ def serve(root: Path, host: str, port: int, token: str | None) -> None:
             "set LOCALRUN_TOKEN (or LOCALRUN_TOKEN_FILE) on the server and on every syncer, or "
             "serve on 127.0.0.1"
         )
+    _check_root(root)
     app = create_app(root, token)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
@@ -255,6 +256,29 @@ def serve(root: Path, host: str, port: int, token: str | None) -> None:
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(1)
+
+
+def _check_root(root: Path) -> None:
+    """Serve a localrun root, a new folder or an empty one; refuse anything else.
+
+    ``--root ~`` (a typo, a missing path component) must not turn a home folder into a root
+    that anyone with the token writes into.
+    """
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise UsageError(f"--root {root} is a file; give a folder for the server's root")
+    if (root / ROOT_MARKER).exists() or not any(root.iterdir()):
+        return
+    from .._query import Api
+
+    try:
+        Api(root).check()  # a root made before the marker existed: runs, no marker
+    except RunNotFoundError:
+        raise UsageError(
+            f"--root {root} is neither a localrun root nor empty; give an existing localrun "
+            "root, an empty folder or a new one"
+        ) from None
 
 
 def _bind(host: str, port: int) -> socket.socket:
