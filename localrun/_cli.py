@@ -693,6 +693,27 @@ def demo_cmd(ctx: click.Context, steps: int) -> None:
     out.print(f"Try: localrun --root {api.root} history demo/{run_id} -k loss | tail")
 
 
+@cli.command("server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@_root_option
+@click.pass_context
+def server_cmd(ctx: click.Context, host: str, port: int) -> None:
+    """Receive pushes (`localrun sync --to http://HOST:PORT`) into the root, over HTTP.
+
+    Token: LOCALRUN_TOKEN or LOCALRUN_TOKEN_FILE (required unless HOST is loopback)."""
+    from localrun import _settings
+
+    try:
+        from localrun._server.app import serve
+    except ImportError as exc:
+        raise localrun.UsageError(
+            f"localrun server needs the 'server' extra ({exc.name} is missing): from a "
+            "checkout, pip install '.[server]'"
+        ) from None
+    serve(_settings.root(ctx.obj["root"]), host, port, _settings.token())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI, turning localrun errors into one line and their exit code."""
     try:

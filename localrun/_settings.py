@@ -30,6 +30,8 @@ LOCALRUN_CONSOLE           capture stdout/stderr into the run       1/true/yes, 
 LOCALRUN_CONSOLE_MAX_MB    captured output kept per run (rotation)  > 0 (100)
 LOCALRUN_SYSTEM_METRICS    sample CPU, memory, disk, network, GPUs  1/true/yes, 0/false/no (1)
 LOCALRUN_SYSTEM_INTERVAL   seconds between system samples           >= 0.01 (10)
+LOCALRUN_TOKEN             shared secret of sync and the server     any text without spaces
+LOCALRUN_TOKEN_FILE        a file holding that token (if no above)  a path
 ========================== ======================================== =========================
 """
 
@@ -85,7 +87,8 @@ KNOWN = (
     "LOCALRUN_CONSOLE_MAX_MB",
     "LOCALRUN_SYSTEM_METRICS",
     "LOCALRUN_SYSTEM_INTERVAL",
-    "LOCALRUN_TOKEN",  # read by the sync side (the sync issue); listed so it is not a typo
+    "LOCALRUN_TOKEN",
+    "LOCALRUN_TOKEN_FILE",
 )
 
 
@@ -159,6 +162,36 @@ _SCHEDULERS = (
 )
 
 
+def scheduler_job() -> dict[str, str] | None:
+    """The scheduler's own job id, for an attempt's context: ``{"scheduler", "id"}`` and, for
+    an array job, ``array_task``; None outside a scheduler."""
+    for var, extra, name in _SCHEDULERS:
+        value = os.environ.get(var)
+        if value:
+            job = {"scheduler": name, "id": value}
+            task = os.environ.get(extra) if extra else None
+            if task:
+                job["array_task"] = task
+            return job
+    return None
+
+
+# wandb's variables (localrun.wandb), for job files written for wandb: used where the LOCALRUN_*
+# variable of the same meaning is unset.
+_WANDB = {"project": "PROJECT", "id": "RUN_ID", "resume": "RESUME", "dir": "DIR", "mode": "MODE"}
+
+
+def wandb_defaults() -> dict[str, str]:
+    """``{init argument: value}`` from ``WANDB_PROJECT``, ``WANDB_RUN_ID``, ``WANDB_RESUME`` and
+    ``WANDB_DIR``, each only where ``LOCALRUN_<same>`` is unset (localrun's own wins)."""
+    out = {}
+    for arg, var in _WANDB.items():
+        value = os.environ.get(f"WANDB_{var}")
+        if value and env_text(f"LOCALRUN_{var}") is None:
+            out[arg] = value
+    return out
+
+
 def job_key(explicit: str | None = None) -> str:
     """The identity of this job across requeues, as a file-safe key.
 
@@ -208,6 +241,38 @@ def lease_ttl() -> float:
 
 def watch_kind() -> WatchKind:
     return cast(WatchKind, _choice("LOCALRUN_WATCH", ("auto", "native", "poll"), "auto"))
+
+
+def token() -> str | None:
+    """The token ``localrun server`` and the syncers share: ``LOCALRUN_TOKEN``, else the
+    first line of the file ``LOCALRUN_TOKEN_FILE`` names, else None.
+
+    Never an option of a command: a command line is visible to every user of the host (ps).
+    A file suits a cluster: one file readable only by its owner, named in the job's environment.
+    """
+    name, value = "LOCALRUN_TOKEN", env_text("LOCALRUN_TOKEN")
+    if value is None:
+        path = env_text("LOCALRUN_TOKEN_FILE")
+        if path is None:
+            return None
+        name = "LOCALRUN_TOKEN_FILE"
+        try:
+            text = Path(path).expanduser().read_text().strip()
+            value = text.splitlines()[0].strip() if text else ""
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "it is not text"
+            raise UsageError(
+                f"LOCALRUN_TOKEN_FILE={path!r} cannot be read ({why}); name a readable file "
+                "that holds the token, or unset it"
+            ) from None
+        if not value:
+            raise UsageError(f"LOCALRUN_TOKEN_FILE={path!r} is empty; put the token in it")
+    if not value.isascii() or not value.isprintable() or " " in value:
+        raise UsageError(
+            f"the token in {name} has spaces or characters outside printable ASCII; an HTTP "
+            "header cannot carry it: use letters, digits and punctuation (`openssl rand -hex 32`)"
+        )
+    return value
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import sys
 from importlib import metadata
 from typing import TypedDict
 
+from .._settings import scheduler_job
 from .._store.identity import HOST
 
 DIFF_LIMIT = 64 * 1024  # bytes of `git diff` kept in the revision; the rest is cut (and said so)
@@ -40,13 +41,6 @@ _MODULE = {
     "pytorch-lightning": "pytorch_lightning",
     "scikit-learn": "sklearn",
 }
-SCHEDULER_JOB = (  # (variable, scheduler): the first one set names the job
-    ("SLURM_JOB_ID", "slurm"),
-    ("PBS_JOBID", "pbs"),
-    ("LSB_JOBID", "lsf"),
-    ("JOB_ID", "sge"),
-    ("FLUX_JOB_ID", "flux"),
-)
 
 
 class Git(TypedDict, total=False):
@@ -81,7 +75,7 @@ def collect() -> Context:
         "host": HOST,
         "user": _user(),
         "packages": _packages(),
-        "job": _job(),
+        "job": scheduler_job(),
         "git": git_state(os.getcwd()),
     }
 
@@ -103,18 +97,6 @@ def _packages() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
-
-
-def _job() -> dict[str, str] | None:
-    for var, scheduler in SCHEDULER_JOB:
-        value = os.environ.get(var)
-        if value:
-            job = {"scheduler": scheduler, "id": value}
-            task = os.environ.get("SLURM_ARRAY_TASK_ID") if scheduler == "slurm" else None
-            if task:
-                job["array_task"] = task
-            return job
-    return None
 
 
 def _git(cwd: str, *args: str) -> str | None:

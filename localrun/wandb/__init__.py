@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import localrun
-from localrun._settings import env_text
+from localrun._settings import wandb_defaults
 from localrun.errors import LocalrunError, UsageError
 
 from . import util
@@ -131,7 +131,7 @@ def init(
     for key, value in unsupported.items():
         if value not in (None, False):
             raise UnsupportedError(f"wandb.init({key}=...) is not supported by localrun.wandb")
-    mode = mode or os.environ.get("WANDB_MODE") or "offline"
+    mode = mode or wandb_defaults().get("mode") or "offline"
     if mode not in ("offline", "online", "disabled", "dryrun", "run"):
         raise UsageError(f"wandb.init(mode={mode!r}): use 'offline', 'online' or 'disabled'")
     if run is not None and not run.finished and reinit in (None, False, "return_previous"):
@@ -172,15 +172,11 @@ def init(
     return run
 
 
-# wandb's variables, for scripts and job files written for wandb; localrun's own win.
-_ENV = {"project": "PROJECT", "id": "RUN_ID", "resume": "RESUME", "dir": "DIR"}
-
-
 def _from_wandb_env(project: Any, id: Any, resume: Any, dir: Any) -> tuple[Any, Any, Any, Any]:
     given = {"project": project, "id": id, "resume": resume, "dir": dir}
-    for arg, var in _ENV.items():
-        if given[arg] is None and env_text(f"LOCALRUN_{var}") is None:
-            given[arg] = os.environ.get(f"WANDB_{var}") or None
+    for arg, value in wandb_defaults().items():
+        if given[arg] is None:
+            given[arg] = value
     return given["project"], given["id"], given["resume"], given["dir"]
 
 
