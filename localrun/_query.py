@@ -61,7 +61,7 @@ class DamagedRun:
     project: str
     id: str
     problem: str  # what is wrong and what to do, relative to the run folder
-    dir: Path
+    dir: Path | None  # None for a run on a remote root (Api(root="s3://..."))
 
     @property
     def path(self) -> str:
@@ -88,6 +88,17 @@ _NO_ROOT_HINT = "point --root, LOCALRUN_DIR or Api(root) at the folder your runs
 
 class Api:
     """Read runs under a root (``root`` argument, else ``LOCALRUN_DIR``, else ./localruns)."""
+
+    def __new__(cls, root: str | os.PathLike[str] | None = None) -> Api:
+        """A URL root (``s3://bucket/prefix``, ``file:///...``) is a replica made by sync: it is
+        read by :class:`localrun._query_remote.RemoteApi`, a read-only ``Api`` over pyarrow."""
+        target = root if root is not None else _settings.env_text("LOCALRUN_DIR")
+        if cls is Api and isinstance(target, str):
+            from . import _query_remote
+
+            if _query_remote.is_url(target):
+                return super().__new__(_query_remote.RemoteApi)  # its __init__ runs next
+        return super().__new__(cls)
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root: Path = _settings.root(root)
