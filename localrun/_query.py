@@ -8,6 +8,7 @@ reader never sees a partial file, never takes the writer's lease and never block
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -83,26 +84,35 @@ class ResumeMarker:
     file: Path
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # scheme://...: a remote root, not a folder
 _NO_ROOT_HINT = "point --root, LOCALRUN_DIR or Api(root) at the folder your runs are in"
 
 
 class Api:
     """Read runs under a root (``root`` argument, else ``LOCALRUN_DIR``, else ./localruns)."""
 
+    # The reader of URL roots (``localrun._query_remote.RemoteApi``, which registers itself when
+    # the package is imported): set from there, so that this module never imports it.
+    url_reader: type[Api] | None = None
+
     def __new__(cls, root: str | os.PathLike[str] | None = None) -> Api:
         """A URL root (``s3://bucket/prefix``, ``file:///...``) is a replica made by sync: it is
-        read by :class:`localrun._query_remote.RemoteApi`, a read-only ``Api`` over pyarrow."""
+        read by ``url_reader``, a read-only ``Api`` over pyarrow's filesystems."""
         target = root if root is not None else _settings.env_text("LOCALRUN_DIR")
-        if cls is Api and isinstance(target, str):
-            from . import _query_remote
-
-            if _query_remote.is_url(target):
-                return super().__new__(_query_remote.RemoteApi)  # its __init__ runs next
+        if cls is Api and isinstance(target, str) and _URL.match(target):
+            if Api.url_reader is None:
+                raise UsageError(f"root {target!r} is a URL, and no reader of URL roots is loaded")
+            return super().__new__(Api.url_reader)  # its __init__ runs next
         return super().__new__(cls)
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root: Path = _settings.root(root)
         mf.check_root(self.root)  # a root of a newer format: FormatVersionError, here
+
+    @property
+    def location(self) -> str:
+        """Where the runs are, for messages: the root folder (the URL of a remote root)."""
+        return str(self.root)
 
     def projects(self) -> list[str]:
         if not self.root.is_dir():

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, Any, NoReturn
@@ -29,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow as pa
 
 from . import _settings
-from ._query import Api, DamagedRun, ResumeMarker, StoredRun, _SegmentGone
+from ._query import _URL, Api, DamagedRun, ResumeMarker, StoredRun, _SegmentGone
 from ._store import revisions, segments
 from ._store.layout import (
     LOG,
@@ -50,7 +49,6 @@ from .errors import (
     UsageError,
 )
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 SCHEMES = ("s3", "file")
 _READ_ONLY = "a remote root is a read-only replica"
 
@@ -333,6 +331,10 @@ class RemoteApi(Api):
             raise AttributeError(f"{self.url} is a remote root and has no local path; use url")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    @property
+    def location(self) -> str:
+        return self.url
+
     def _check_format(self) -> None:
         """Refuse a root written by a newer localrun (as a local root is refused)."""
         try:
@@ -433,3 +435,6 @@ class RemoteApi(Api):
 
     def __repr__(self) -> str:
         return f"<localrun.RemoteApi {self.url}>"
+
+
+Api.url_reader = RemoteApi

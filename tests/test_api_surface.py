@@ -108,6 +108,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "localrun._run": ("localrun._run", "localrun._store", "localrun._settings", "localrun.errors",
                       "localrun.util"),
     "localrun._query": ("localrun._store", "localrun._settings", "localrun.errors"),
+    "localrun._query_remote": ("localrun._query", "localrun._store", "localrun._settings",
+                               "localrun.errors"),
     "localrun._restore": ("localrun._run", "localrun._query", "localrun._store", "localrun.errors"),
     "localrun._cli": ("localrun",),
     "localrun._demo": ("localrun",),

@@ -8,7 +8,11 @@ run against a real Swift (``-m swift``); the same reader over ``file://`` runs i
 
 from __future__ import annotations
 
+import json
 import secrets
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,10 @@ from pyarrow import fs
 
 import localrun
 from localrun._query_remote import RemoteApi, RemoteRun
+from tests.conftest import child_env
 from tests.servers.swift import SwiftS3
+
+EXE = shutil.which("localrun", path=str(Path(sys.executable).parent)) or "localrun"
 
 
 def make_root(root: Path, work: Path) -> None:
@@ -48,11 +55,12 @@ def make_root(root: Path, work: Path) -> None:
 def upload(root: Path, filesystem: Any, base: str) -> None:
     """Copy a local root up as a push would: objects first, revisions (log/) last."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and "manifest" not in p.name)
-    local = fs.LocalFileSystem()
     for path in sorted(files, key=lambda p: p.parent.name == "log"):
-        rel = path.relative_to(root).as_posix()
-        filesystem.create_dir(f"{base}/{rel}".rsplit("/", 1)[0], recursive=True)
-        fs.copy_files(str(path), f"{base}/{rel}", local, filesystem)
+        key = f"{base}/{path.relative_to(root).as_posix()}"
+        if isinstance(filesystem, fs.LocalFileSystem):  # an object store has no folders to make
+            filesystem.create_dir(key.rsplit("/", 1)[0], recursive=True)
+        with filesystem.open_output_stream(key) as out:
+            out.write(path.read_bytes())
 
 
 def same_run(remote: localrun.StoredRun, local: localrun.StoredRun) -> None:
@@ -154,6 +162,28 @@ def test_what_needs_a_local_root_is_refused_clearly(local_root: Path, tmp_path: 
     empty.mkdir()
     with pytest.raises(localrun.RunNotFoundError, match="holds no localrun runs"):
         localrun.Api(empty.as_uri()).check()
+
+
+def test_the_command_line_reads_a_replica(local_root: Path, tmp_path: Path) -> None:
+    replica = tmp_path / "replica"
+    upload(local_root, fs.LocalFileSystem(), str(replica))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = child_env(local_root, LOCALRUN_DIR=replica.as_uri())  # the variable takes a URL
+        return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, timeout=120)
+
+    listed = cli("ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["path"], r["steps"]) for r in json.loads(listed.stdout)] == [("p/a", 25), ("q/b", 1)]
+    history = cli("history", "p/a")
+    assert history.returncode == 0, history.stderr
+    assert len(history.stdout.splitlines()) == 1 + 25  # header, then steps 0..24 (rewound)
+    missing = cli("ls", "nope")
+    assert missing.returncode != 0
+    assert "no project 'nope'" in missing.stderr and "its projects: p, q" in missing.stderr
+    verify = cli("verify")
+    assert verify.returncode != 0
+    assert "read-only" in verify.stderr and "Traceback" not in verify.stderr
 
 
 @pytest.mark.swift
