@@ -299,8 +299,13 @@ class RemoteRun(StoredRun):
         try:
             f = self._store.open(f"{self._rel}/{rel}")
         except FileNotFoundError:
-            # Compacted away by a newer push after this snapshot: the caller reads again.
-            raise _SegmentGone(rel) from None
+            fresh = _load(self._store, self._rel)
+            if rel not in {s["file"] for s in fresh.manifest["segments"]}:
+                raise _SegmentGone(rel) from None  # compacted away by a newer push: read again
+            raise CorruptRunError(
+                f"run {self.url}: segment {rel} is listed on the remote but cannot be read; "
+                "push the run again from the root it was written to"
+            ) from None
         with f:
             try:
                 return segments.read_rows(f, seg, bound, schema)

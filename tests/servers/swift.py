@@ -157,6 +157,8 @@ def _configs(base: Path, ports: dict[str, int]) -> dict[str, Path]:
         [DEFAULT]
         bind_ip = 127.0.0.1
         workers = 0
+        # A port taken since we found it free: fail in seconds (default 30) and try new ports.
+        bind_timeout = 3
         swift_dir = {base}
         devices = {devices}
         mount_check = false
@@ -272,11 +274,9 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-@contextlib.contextmanager
-def running_swift(base: Path) -> Iterator[SwiftS3]:
-    """Start Swift with all its state under ``base``, yield it with an empty bucket, stop it."""
-    if not shutil.which("swift-proxy-server") or not shutil.which("memcached"):
-        pytest.fail(f"OpenStack Swift or memcached is not installed: {INSTALL_HINT}", pytrace=False)
+def _start(base: Path) -> tuple[SwiftS3, list[subprocess.Popen[bytes]]]:
+    """Start memcached and the four servers on free ports, make the bucket; RuntimeError (with
+    every server stopped) when that fails."""
     names = ("account", "container", "object", "proxy", "memcache")
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
     confs = _configs(base, ports)
@@ -291,41 +291,47 @@ def running_swift(base: Path) -> Iterator[SwiftS3]:
         region=REGION,
         log_dir=logs,
     )
-    procs: list[subprocess.Popen[bytes]] = []
+    user = ["-u", "root"] if os.geteuid() == 0 else []  # memcached refuses root without -u
+    memcached = ["memcached", *user, "-U", "0", "-m", "16", "-l", "127.0.0.1"]
+    procs = [_spawn([*memcached, "-p", str(ports["memcache"])], logs / "memcached.log")]
     try:
-        procs.append(
-            _spawn(
-                [
-                    "memcached",
-                    "-u",
-                    "root",
-                    "-U",
-                    "0",
-                    "-m",
-                    "16",
-                    "-l",
-                    "127.0.0.1",
-                    "-p",
-                    str(ports["memcache"]),
-                ],
-                logs / "memcached.log",
-            )
-        )
         ring_ports = [str(ports[kind]) for kind in ("account", "container", "object")]
         for app, conf in confs.items():
             extra = ring_ports if app == "proxy-server" else []
             command = [SWIFT_PYTHON, "-c", _LAUNCHER, str(base), str(conf), app, *extra]
             procs.append(_spawn(command, logs / f"{app}.log"))
         deadline = time.monotonic() + START_TIMEOUT
-        try:
-            for kind in ("memcache", "account", "container", "object", "proxy"):
-                _wait_listening(ports[kind], procs, deadline)
-            server.filesystem().create_dir(BUCKET)
-        except Exception as e:
-            pytest.fail(f"Swift did not start: {e}\n{server.logs()}", pytrace=False)
-        yield server
-    finally:
+        for kind in names[::-1]:  # memcache first, the proxy last
+            _wait_listening(ports[kind], procs, deadline)
+        server.filesystem().create_dir(BUCKET)
+    except Exception as e:
         _stop(procs)
+        raise RuntimeError(f"{e}\n{server.logs()}") from e
+    return server, procs
+
+
+@contextlib.contextmanager
+def running_swift(base: Path) -> Iterator[SwiftS3]:
+    """Start Swift with all its state under ``base``, yield it with an empty bucket, stop it.
+
+    Tried up to three times: a free port can be taken by another process between the moment it
+    was found free and the moment a server binds it.
+    """
+    if not shutil.which("swift-proxy-server") or not shutil.which("memcached"):
+        pytest.fail(f"OpenStack Swift or memcached is not installed: {INSTALL_HINT}", pytrace=False)
+    failures = []
+    for attempt in range(3):
+        try:
+            server, procs = _start(base / f"try-{attempt}")
+        except RuntimeError as e:
+            failures.append(str(e))
+            continue
+        try:
+            yield server
+        finally:
+            _stop(procs)
+        return
+    pytest.fail("Swift did not start:\n" + "\n".join(failures), pytrace=False)
 
 
 @pytest.fixture(scope="session")
