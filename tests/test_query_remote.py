@@ -202,3 +202,18 @@ def test_s3_replica_on_swift_reads_like_the_local_root(
     monkeypatch.setenv("LOCALRUN_DIR", f"s3://{prefix}")  # the variable takes a URL too
     assert [r.path for r in localrun.Api().runs()] == ["p/a", "q/b"]
     assert api.run("p/a").segment_urls()[0].startswith(f"s3://{prefix}/p/a/history/")
+    listed = subprocess.run(
+        [EXE, "--root", f"s3://{prefix}", "ls", "--json"],
+        capture_output=True,
+        text=True,
+        env=child_env(local_root),
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [r["path"] for r in json.loads(listed.stdout)] == ["p/a", "q/b"]
+    # The endpoint in the URL's query instead of the environment:
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    query = f"?endpoint_override={swift_s3.host_port}&scheme=http"
+    in_query = localrun.Api(f"s3://{prefix}{query}")
+    assert in_query.location == f"s3://{prefix}"  # messages never show the query (keys)
+    assert in_query.run("q/b").notes == "other project"
