@@ -217,3 +217,9 @@ def test_s3_replica_on_swift_reads_like_the_local_root(
     in_query = localrun.Api(f"s3://{prefix}{query}")
     assert in_query.location == f"s3://{prefix}"  # messages never show the query (keys)
     assert in_query.run("q/b").notes == "other project"
+    # What a user gets wrong is said, not a traceback from the AWS SDK:
+    with pytest.raises(localrun.RunNotFoundError, match="holds no localrun runs"):
+        localrun.Api(f"s3://no-such-bucket{query}").check()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(localrun.RemoteUnavailableError, match="endpoint and keys are right"):
+        localrun.Api(f"s3://{prefix}{query}").runs()
