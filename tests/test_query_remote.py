@@ -100,14 +100,14 @@ def check_replica(api: localrun.Api, local_root: Path) -> None:
     assert api.damaged_runs() == []
 
 
-@pytest.fixture
-def local_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    work = tmp_path / "work"
+@pytest.fixture(scope="module")
+def local_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One local root for the module: the tests only read it (each makes its own replica)."""
+    base = tmp_path_factory.mktemp("local")
+    work = base / "work"
     work.mkdir()
-    monkeypatch.chdir(work)
-    root = tmp_path / "runs"
-    make_root(root, work)
-    return root
+    make_root(base / "runs", work)
+    return base / "runs"
 
 
 def test_file_url_replica_reads_like_the_local_root(local_root: Path, tmp_path: Path) -> None:
