@@ -8,8 +8,9 @@ Debian (installed by ``.ci/install-servers``) and starts in a couple of seconds 
 The session fixture ``swift_s3`` builds a one-replica ring in a temporary directory, starts the
 account, container, object and proxy servers (tempauth + s3api) on free loopback ports, creates one
 bucket and yields its address and keys; everything is stopped and the directory removed at the end.
-Nothing is written outside the temporary directory (``/etc/swift`` is neither read nor changed:
-each server is started through a small launcher that points Swift at the temporary swift.conf).
+Nothing is written outside the temporary directory, and nothing of ``/etc/swift`` is used: each
+server is started through a small launcher that points Swift at the temporary swift.conf before
+anything is configured (Swift glances at /etc/swift/swift.conf on import, then forgets it).
 
 pyarrow's S3 client (the AWS C++ SDK) sends a CRC checksum trailer with every upload unless
 ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required``, and Swift 2.30's s3api rejects that trailer;
@@ -38,7 +39,7 @@ ACCESS_KEY = "test:tester"  # tempauth's "account:user" is the S3 access key ...
 SECRET_KEY = "testing"  # ... and its key the secret
 BUCKET = "localrun"
 REGION = "us-east-1"
-START_TIMEOUT = 60.0  # seconds; it takes about 2 s on an idle machine
+START_TIMEOUT = 60.0  # seconds; it takes a few on an idle machine (4.5 s of CPU in all)
 INSTALL_HINT = "install them with .ci/install-servers (Debian's swift-* and memcached packages)"
 
 # Runs one Swift WSGI server in the foreground, reading swift.conf from our directory rather than
@@ -51,6 +52,7 @@ _LAUNCHER = textwrap.dedent(
     import sys
     from swift.common import utils
     swift_dir, conf, app = sys.argv[1:4]
+    # Before anything imports swift.common.storage_policy, which reads swift.conf at import:
     utils.set_swift_dir(swift_dir)
     if sys.argv[4:]:
         from swift.common.ring import RingBuilder
