@@ -93,16 +93,16 @@ class Api:
 
     # The reader of URL roots (``localrun._query_remote.RemoteApi``, which registers itself when
     # the package is imported): set from there, so that this module never imports it.
-    url_reader: type[Api] | None = None
+    _url_reader: type[Api] | None = None
 
     def __new__(cls, root: str | os.PathLike[str] | None = None) -> Api:
         """A URL root (``s3://bucket/prefix``, ``file:///...``) is a replica made by sync: it is
-        read by ``url_reader``, a read-only ``Api`` over pyarrow's filesystems."""
+        read by ``_url_reader``, a read-only ``Api`` over pyarrow's filesystems."""
         target = root if root is not None else _settings.env_text("LOCALRUN_DIR")
         if cls is Api and isinstance(target, str) and _URL.match(target):
-            if Api.url_reader is None:
+            if Api._url_reader is None:
                 raise UsageError(f"root {target!r} is a URL, and no reader of URL roots is loaded")
-            return super().__new__(Api.url_reader)  # its __init__ runs next
+            return super().__new__(Api._url_reader)  # its __init__ runs next
         return super().__new__(cls)
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:

@@ -442,4 +442,4 @@ class RemoteApi(Api):
         return f"<localrun.RemoteApi {self.url}>"
 
 
-Api.url_reader = RemoteApi
+Api._url_reader = RemoteApi
