@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-stress test-install test-nfs test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
+.PHONY: demo test test-stress test-install test-swift test-nfs test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo: $(STAMP)
 # The suite people run: about 5 minutes on 2 cores. The slow suites below have targets of their own,
 # and .ci/run runs every one of them.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift" tests
 
 # 100 trials of an owner SIGSTOPped at a random instant, each taken over from another process.
 test-stress: $(STAMP)
@@ -31,6 +31,11 @@ test-stress: $(STAMP)
 # The documented install lines, run as written in a fresh venv (downloads from the package index).
 test-install: $(STAMP)
 	$(BIN)/python -m pytest -q -m install tests/test_install.py
+
+# S3 against a real OpenStack Swift (and DuckDB's httpfs) that the tests start on loopback;
+# .ci/install-servers installs them (Debian packages and a tools venv; run it once, as root).
+test-swift: $(STAMP)
+	$(BIN)/python -m pytest -q -m swift tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check localrun tests $(wildcard benchmarks examples)
@@ -82,4 +87,4 @@ dist: $(BIN)/python
 	$(BIN)/pip wheel -q --no-deps -w dist .
 
 clean:
-	rm -rf $(VENV) .venv-bench $(MLFLOW_VENV) localruns .pytest_cache .mypy_cache .ruff_cache
+	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift" tests

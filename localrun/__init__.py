@@ -6,7 +6,10 @@ The public API is what this module exports (``__all__``); every other module is 
 
 import typing as _typing
 
-from . import util
+from . import (
+    _query_remote,  # noqa: F401  (registers the reader of URL roots: Api("s3://..."))
+    util,
+)
 from ._query import Api, DamagedRun, ResumeMarker, StoredRun
 from ._restore import RestoredFile, restore
 from ._run import Run, Summary, init

@@ -187,7 +187,7 @@ def ls_cmd(ctx: click.Context, project: str | None, as_json: bool) -> None:
     api = _api(ctx, project)
     rows = [_run_row(r) for r in api.runs(project)]
     rows += [_damaged_row(d) for d in api.damaged_runs(project)]
-    out = _emit_rows(rows, as_json, "runs", project, api.root)
+    out = _emit_rows(rows, as_json, "runs", project, api.location)
     if out is None:
         return
     damaged = [row for row in rows if row["state"] == "damaged"]
@@ -465,7 +465,7 @@ def markers_cmd(ctx: click.Context, project: str | None, as_json: bool) -> None:
         return
     api = _api(ctx, project)
     rows = [_marker_row(api, m) for m in api.resume_markers(project)]
-    out = _emit_rows(rows, as_json, "resume markers", project, api.root)
+    out = _emit_rows(rows, as_json, "resume markers", project, api.location)
     if out is None:
         return
     table = _table("project", "key", "run", "run state", "written")
@@ -537,7 +537,7 @@ def markers_clear_cmd(
         where = f"project {project!r}" if project else "any project"
         keys = sorted({m.key for m in markers})
         raise localrun.RunNotFoundError(
-            f"no resume marker {key!r} in {where} under {api.root}; "
+            f"no resume marker {key!r} in {where} under {api.location}; "
             + (f"the markers there: {', '.join(keys)}" if keys else "there are none")
         )
     for m in chosen:

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class DamagedRun:
     project: str
     id: str
     problem: str  # what is wrong and what to do, relative to the run folder
-    dir: Path
+    dir: Path | None  # None for a run on a remote root (Api(root="s3://..."))
 
     @property
     def path(self) -> str:
@@ -88,15 +89,35 @@ class ResumeMarker:
     file: Path
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # scheme://...: a remote root, not a folder
 _NO_ROOT_HINT = "point --root, LOCALRUN_DIR or Api(root) at the folder your runs are in"
 
 
 class Api:
     """Read runs under a root (``root`` argument, else ``LOCALRUN_DIR``, else ./localruns)."""
 
+    # The reader of URL roots (``localrun._query_remote.RemoteApi``, which registers itself when
+    # the package is imported): set from there, so that this module never imports it.
+    _url_reader: type[Api] | None = None
+
+    def __new__(cls, root: str | os.PathLike[str] | None = None) -> Api:
+        """A URL root (``s3://bucket/prefix``, ``file:///...``) is a replica made by sync: it is
+        read by ``_url_reader``, a read-only ``Api`` over pyarrow's filesystems."""
+        target = root if root is not None else _settings.env_text("LOCALRUN_DIR")
+        if cls is Api and isinstance(target, str) and _URL.match(target):
+            if Api._url_reader is None:
+                raise UsageError(f"root {target!r} is a URL, and no reader of URL roots is loaded")
+            return super().__new__(Api._url_reader)  # its __init__ runs next
+        return super().__new__(cls)
+
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root: Path = _settings.root(root)
         mf.check_root(self.root)  # a root of a newer format: FormatVersionError, here
+
+    @property
+    def location(self) -> str:
+        """Where the runs are, for messages: the root folder (the URL of a remote root)."""
+        return str(self.root)
 
     def projects(self) -> list[str]:
         if not self.root.is_dir():

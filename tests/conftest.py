@@ -22,6 +22,9 @@ settings.load_profile("localrun")
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Real servers started by the tests themselves (session fixtures): swift_s3.
+pytest_plugins = ["tests.servers.swift"]
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -110,6 +110,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
                       "localrun.util", "localrun.media"),
     "localrun._query": ("localrun._store", "localrun._settings", "localrun.errors",
                         "localrun.media"),
+    "localrun._query_remote": ("localrun._query", "localrun._store", "localrun._settings",
+                               "localrun.errors"),
     "localrun._restore": ("localrun._run", "localrun._query", "localrun._store", "localrun.errors"),
     "localrun._cli": ("localrun",),
     "localrun._demo": ("localrun",),

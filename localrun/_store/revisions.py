@@ -60,7 +60,7 @@ def rev_path(run_dir: Path, rev: int) -> Path:
     return run_dir / LOG / revision_name(rev)
 
 
-def check_format(data: dict[str, Any], where: Path) -> None:
+def check_format(data: dict[str, Any], where: Path | str) -> None:
     """Refuse what a newer localrun wrote: never read it half, never rewrite it older."""
     found = data.get("format", 1)
     if not isinstance(found, int) or isinstance(found, bool):
@@ -97,7 +97,7 @@ _ENTRY_SHAPE: dict[str, tuple[type, ...]] = {
 }
 
 
-def parse(data: Any, where: Path) -> Manifest:
+def parse(data: Any, where: Path | str) -> Manifest:
     """Check a run state's shape, so a hand-edited or foreign file is one run's clear error
     (a reader of it never fails later with a KeyError deep inside ``ls`` or ``verify``)."""
     if not isinstance(data, dict):
