@@ -80,3 +80,42 @@ def _value(v: Any) -> Any:
         except (TypeError, ValueError):
             pass
     return str(v)
+
+
+def save_tree(run: localrun.Run, folder: str | os.PathLike[str], name: str) -> None:
+    """Store every file under ``folder`` in ``run`` as ``name/<relative path>``, in one commit
+    (with the rows logged so far): a checkpoint folder is restored whole or not at all."""
+    src = Path(folder)
+    tmp = Path(tempfile.mkdtemp(prefix="localrun-save-"))
+    try:
+        for path in sorted(p for p in src.rglob("*") if p.is_file()):
+            target = tmp / name / path.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copyfile(path, target)
+        run.save(str(tmp / name / "**" / "*"), base_path=str(tmp), policy="now")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def restore_tree(
+    run_path: str, name: str, to: str | os.PathLike[str], root: str | os.PathLike[str] | None
+) -> Path | None:
+    """The run's files under ``name/`` copied into the folder ``to`` (made if needed), or None
+    when the run (or that folder of it) does not exist. Needs no open run."""
+    try:
+        stored = localrun.Api(root).run(run_path)
+    except localrun.RunNotFoundError:
+        return None
+    prefix = name.rstrip("/") + "/"
+    names = [n for n in stored.files() if n.startswith(prefix)]
+    if not names:
+        return None
+    out = Path(to)
+    for n in names:
+        target = out / n[len(prefix) :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        localrun.restore(n, run_path=run_path, root=root, to=target, replace=True)
+    return out
