@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("accelerate")
 pytest.importorskip("torch")
 
-import localrun  # noqa: E402
-from tests.conftest import child_env, track  # noqa: E402
+import localrun
+from tests.conftest import child_env, track
 
 TRAIN = r"""
 import json, os, time
