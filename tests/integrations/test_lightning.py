@@ -160,3 +160,64 @@ def test_ddp_two_cpu_processes_write_one_run(tmp_path: Path) -> None:
     assert [a["state"] for a in stored.attempts] == ["finished"]  # one writer, one attempt
     assert stored.history(["loss"]).column("_step").to_pylist() == list(range(6))
     assert f"RUN {stored.path.split('/')[1]}" in _log(tmp_path)
+
+
+# -- in this process: what goes into the run's files and config --------------------------------
+import lightning.pytorch as pl  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+
+from localrun.integrations.lightning import LocalrunLogger  # noqa: E402
+
+
+class _Tiny(pl.LightningModule):
+    def __init__(self, lr: float = 0.05, act: type = torch.nn.ReLU) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.log("loss", loss)
+        return loss
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+def _fit(tmp: Path, logger: LocalrunLogger, cb: ModelCheckpoint, steps: int) -> None:
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4
+    )
+    trainer = pl.Trainer(
+        max_steps=steps, logger=logger, callbacks=[cb], log_every_n_steps=1,
+        default_root_dir=tmp, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(_Tiny(), data)
+
+
+@pytest.mark.slow
+def test_checkpoints_all_and_best_go_into_the_run(tmp_path: Path, root: Path) -> None:
+    logger = LocalrunLogger(project="p", id="all", dir=root, checkpoints="all")
+    _fit(tmp_path, logger, ModelCheckpoint(every_n_train_steps=2, save_top_k=-1), steps=6)
+    stored = localrun.Api(root).run("p/all")
+    assert sorted(stored.files()) == [
+        f"epoch={e}-step={s}.ckpt" for e, s in ((0, 2), (0, 4), (1, 6))
+    ]
+    assert stored.config["act"] == str(torch.nn.ReLU)  # a class is stored as its str
+    assert [a["state"] for a in stored.attempts] == ["finished"]
+
+    logger = LocalrunLogger(project="p", id="best", dir=root, checkpoints="best")
+    cb = ModelCheckpoint(monitor="loss", mode="min", every_n_train_steps=1, save_top_k=1)
+    _fit(tmp_path / "b", logger, cb, steps=6)
+    stored = localrun.Api(root).run("p/best")
+    assert list(stored.files()) == ["best.ckpt"]
+    assert stored.file_path("best.ckpt").read_bytes() == Path(cb.best_model_path).read_bytes()
+    assert logger.restore_checkpoint("best.ckpt") == str(stored.file_path("best.ckpt"))
+    assert logger.restore_checkpoint("last.ckpt") is None
+
+
+def test_a_bad_checkpoints_value_is_refused() -> None:
+    with pytest.raises(localrun.UsageError, match="checkpoints='every'"):
+        LocalrunLogger(project="p", checkpoints="every")

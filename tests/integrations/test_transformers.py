@@ -48,12 +48,16 @@ args = TrainingArguments(
     output_dir="out", max_steps=int(os.environ["MAX_STEPS"]), per_device_train_batch_size=4,
     logging_steps=1, save_steps=5, eval_strategy="steps", eval_steps=5, report_to="none",
     use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
+    # The resumed attempt rebuilds its callbacks from the checkpoint (the callback's state()):
+    # the id is found either way (docs/integrations/transformers.md runs the default).
+    restore_callback_states_from_checkpoint=os.environ.get("RESUME") == "1",
 )
 callback = LocalrunCallback(project="p", save_checkpoints=os.environ.get("SAVE") == "1")
 trainer = Trainer(model=model, args=args, train_dataset=Tokens(64), eval_dataset=Tokens(8),
                   callbacks=[callback, StopHere()])
 trainer.train(resume_from_checkpoint=os.environ.get("RESUME") == "1" or None)
-print("RUN", callback.run_id, flush=True)
+[used] = [c for c in trainer.callback_handler.callbacks if isinstance(c, LocalrunCallback)]
+print("RUN", used.run_id, "REBUILT", used is not callback, flush=True)
 """
 
 
@@ -106,7 +110,7 @@ def test_sigkill_then_resume_from_checkpoint_continues_the_same_run(tmp_path: Pa
     # The relaunch gives no id: the callback finds the run in the checkpoint it resumes.
     proc = _start(tmp_path, root, MAX_STEPS="20", RESUME="1")
     assert proc.wait(timeout=240) == 0, _log(tmp_path)
-    assert f"RUN {run_id}" in _log(tmp_path)
+    assert f"RUN {run_id} REBUILT True" in _log(tmp_path)
 
     [stored] = localrun.Api(root).runs("p")
     assert stored.path == f"p/{run_id}"
