@@ -221,3 +221,18 @@ def test_checkpoints_all_and_best_go_into_the_run(tmp_path: Path, root: Path) ->
 def test_a_bad_checkpoints_value_is_refused() -> None:
     with pytest.raises(localrun.UsageError, match="checkpoints='every'"):
         LocalrunLogger(project="p", checkpoints="every")
+
+
+@pytest.mark.slow
+def test_a_relaunch_without_a_checkpoint_starts_the_history_over(
+    tmp_path: Path, root: Path
+) -> None:
+    """The job died before its first checkpoint, so the relaunch has none to resume and trains
+    from step 0 again: the run's old rows are hidden, each step is once in the history."""
+    no_ckpt = ModelCheckpoint(every_n_train_steps=1000)
+    _fit(tmp_path, LocalrunLogger(project="p", id="again", dir=root), no_ckpt, steps=5)
+    _fit(tmp_path, LocalrunLogger(project="p", id="again", dir=root), no_ckpt, steps=3)
+    stored = localrun.Api(root).run("p/again")
+    assert stored.history(["loss"]).column("_step").to_pylist() == [0, 1, 2]
+    every = stored.history(["loss"], all_attempts=True)
+    assert every.column("_attempt").to_pylist() == [1] * 5 + [2] * 3

@@ -159,3 +159,33 @@ def test_restore_checkpoint_brings_the_folder_back_for_another_node(tmp_path: Pa
         )
         is None
     )
+
+
+@pytest.mark.slow
+def test_a_fixed_id_relaunched_without_a_checkpoint_starts_over(tmp_path: Path) -> None:
+    """In this process: a run with a fixed id trained without saving, then trained again from
+    scratch: the second attempt's steps replace the first's, which stay (hidden)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+    from localrun.integrations.transformers import LocalrunCallback
+
+    root = tmp_path / "runs"
+    ids = torch.randint(0, 32, (16, 8), generator=torch.Generator().manual_seed(0))
+    data = [{"input_ids": row, "labels": row} for row in ids]
+    for steps in (4, 3):
+        model = GPT2LMHeadModel(
+            GPT2Config(vocab_size=32, n_positions=8, n_embd=16, n_layer=2, n_head=2)
+        )
+        args = TrainingArguments(
+            output_dir=str(tmp_path / "out"), max_steps=steps, logging_steps=1,
+            per_device_train_batch_size=4, save_strategy="no", report_to="none", use_cpu=True,
+            disable_tqdm=True,
+        )  # fmt: skip
+        callback = LocalrunCallback(project="p", id="fixed", dir=str(root))
+        Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
+    stored = localrun.Api(root).run("p/fixed")
+    assert stored.history(["loss"]).column("_step").to_pylist() == [1, 2, 3]
+    every = stored.history(["loss"], all_attempts=True)
+    assert every.column("_attempt").to_pylist() == [1] * 4 + [2] * 3
+    assert [a["state"] for a in stored.attempts] == ["finished", "finished"]
