@@ -95,7 +95,7 @@ class LocalrunLogger(Logger):  # type: ignore[misc, unused-ignore]  # Any withou
         self._run: localrun.Run | None = None
         self._first_run = True  # the run this logger opens first may rewind at its first step
         self._rewind_pending = False
-        self._stored: dict[str, float] = {}  # checkpoint path -> mtime already saved
+        self._stored: dict[str, int] = {}  # checkpoint path -> its mtime (ns) when stored
 
     @staticmethod
     def _shared_id() -> str:
@@ -187,7 +187,7 @@ class LocalrunLogger(Logger):  # type: ignore[misc, unused-ignore]  # Any withou
         """(local path, run file name) of each checkpoint not stored yet in its current state."""
         found = {p for p in (cb.last_model_path, cb.best_model_path, *cb.best_k_models) if p}
         mtimes = {p: os.stat(p).st_mtime_ns for p in found if os.path.isfile(p)}
-        fresh = [p for p, t in mtimes.items() if self._stored.get(f"{p}") != t]
+        fresh = [p for p, t in mtimes.items() if self._stored.get(p) != t]
         chosen: list[tuple[str, str]] = []
         if self._checkpoints == "all":
             chosen = [(p, Path(p).name) for p in sorted(fresh)]
@@ -199,10 +199,10 @@ class LocalrunLogger(Logger):  # type: ignore[misc, unused-ignore]  # Any withou
             self._stored[p] = mtimes[p]
         return chosen
 
-    @rank_zero_only
     def save(self) -> None:
-        if self._run is not None:
-            self._run.flush()
+        """Nothing: Lightning calls this after every ``log_metrics``, and a commit per step
+        would cost a revision per step. The run's own thread flushes every ``flush_interval``,
+        and each checkpoint save commits (``after_save_checkpoint``)."""
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

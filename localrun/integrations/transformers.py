@@ -10,7 +10,7 @@ directly (set ``report_to="none"`` to keep the built-in trackers out).
 How the run travels with the checkpoint: the callback is an ``ExportableState``, so every
 checkpoint's ``trainer_state.json`` records its run id under ``stateful_callbacks``. A resumed
 ``train()`` loads that file before ``on_train_begin``, where the callback reads the id back and
-resumes the run at the checkpoint's ``global_step`` (``init(rewind_to=...)``): rows an earlier
+resumes the run at the checkpoint's ``global_step`` (``run.rewind``): rows an earlier
 attempt logged after the checkpoint are hidden, not deleted. This works whether or not
 ``restore_callback_states_from_checkpoint`` is set.
 
@@ -101,8 +101,6 @@ class LocalrunCallback(TrainerCallback, ExportableState):  # type: ignore[misc, 
             return
         stored = _stored_attributes(state)
         run_id = self.id or stored.get("run_id") or os.environ.get("LOCALRUN_RUN_ID")
-        from_checkpoint = state.global_step > 0
-        same_run = from_checkpoint and run_id is not None and run_id == stored.get("run_id")
         config = {"args": storable(args.to_dict())}  # type: ignore[no-untyped-call, unused-ignore]
         model_config = getattr(kwargs.get("model"), "config", None)
         if model_config is not None and hasattr(model_config, "to_dict"):
@@ -114,15 +112,17 @@ class LocalrunCallback(TrainerCallback, ExportableState):  # type: ignore[misc, 
             dir=self.dir,
             resume=self.resume,
             config=config,
-            # The run continues after the checkpoint's step; with no checkpoint, from scratch.
-            rewind_to=state.global_step if same_run else None,
-            # Arguments such as logging_dir or the run's wall-clock options may differ from
-            # the killed attempt's; the new attempt's values are the ones in force.
+            # Arguments such as max_steps or logging_dir may differ from the killed attempt's;
+            # the relaunch's values are the ones in force.
             allow_val_change=True,
             **self.init_kwargs,
         )
-        if not from_checkpoint and run.resumed and run.step > 0:
-            run.rewind(-1)  # killed before its first checkpoint: training starts over
+        if run.resumed:
+            # Training continues after the checkpoint's step (state.global_step, 0 without a
+            # checkpoint): rows an earlier attempt logged after it are hidden, not deleted.
+            checkpoint_step = state.global_step if state.global_step > 0 else -1
+            if run.step > checkpoint_step + 1:
+                run.rewind(checkpoint_step)
         self.run, self.run_id = run, run.id
         self._row, self._row_step = {}, -1
 
