@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-stress test-install test-swift test-nfs test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
+.PHONY: demo test test-frameworks test-stress test-install test-swift test-nfs test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,7 +22,11 @@ demo: $(STAMP)
 # The suite people run: about 5 minutes on 2 cores. The slow suites below have targets of their own,
 # and .ci/run runs every one of them.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not frameworks" tests
+
+# Lightning, Transformers and Accelerate training loops, SIGKILLed and resumed (several minutes).
+test-frameworks: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m frameworks tests/integrations tests/test_docs.py
 
 # 100 trials of an owner SIGSTOPped at a random instant, each taken over from another process.
 test-stress: $(STAMP)
@@ -87,4 +91,4 @@ dist: $(BIN)/python
 	$(BIN)/pip wheel -q --no-deps -w dist .
 
 clean:
-	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not frameworks" tests

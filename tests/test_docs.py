@@ -52,6 +52,9 @@ DEDICATED = {
 # named test fails for that page (strictly: it must start passing once the page is fixed).
 OWNED_ELSEWHERE: dict[tuple[str, str], str] = {}
 
+# Pages whose blocks train Lightning or Transformers models: run by `make test-frameworks`.
+FRAMEWORK_PAGES = {"docs/integrations/lightning.md", "docs/integrations/transformers.md"}
+
 PAGE_TIMEOUT = 900  # seconds for one page's blocks (Keras and torch imports on a loaded CPU)
 
 
@@ -193,6 +196,8 @@ def _page_params(test: str) -> list[object]:
     for page in PAGES:
         why = OWNED_ELSEWHERE.get((test, _rel(page)))
         marks = [pytest.mark.xfail(strict=True, reason=why)] if why else []
+        if _rel(page) in FRAMEWORK_PAGES:
+            marks.append(pytest.mark.frameworks)  # trains real models: make test-frameworks
         params.append(pytest.param(page, id=_rel(page), marks=marks))
     return params
 

@@ -17,7 +17,7 @@ torch is imported only here, and only when this module is imported. Public API o
 
 from __future__ import annotations
 
-import shutil
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 import localrun
+from localrun.integrations._common import check_name, save_as
 
 
 def _run(run: localrun.Run | None) -> localrun.Run:
@@ -37,19 +38,21 @@ def _run(run: localrun.Run | None) -> localrun.Run:
 def save_checkpoint(
     state: dict[str, Any], name: str = "checkpoint.pt", run: localrun.Run | None = None
 ) -> None:
-    """``torch.save(state)`` into the run as file ``name`` (a new version each time).
+    """``torch.save(state)`` into ``run`` (default: the current run) as file ``name``, a new
+    version each time; a nested name (``"ckpt/model.pt"``) keeps its folders.
 
-    The run is flushed first, so the checkpoint never gets ahead of the logged rows.
+    ``run.save`` commits the rows logged so far with the file, so the checkpoint never gets
+    ahead of the logged rows.
     """
     run = _run(run)
-    run.flush()
-    folder = Path(tempfile.mkdtemp(prefix="localrun-ckpt-"))
+    check_name(name, "name")
+    fd, tmp = tempfile.mkstemp(prefix="localrun-ckpt-", suffix=".pt")
+    os.close(fd)
     try:
-        path = folder / Path(name).name
-        torch.save(state, path)
-        run.save(str(path), base_path=str(folder), policy="now")
+        torch.save(state, tmp)
+        save_as(run, tmp, name)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        Path(tmp).unlink(missing_ok=True)
 
 
 def load_checkpoint(
@@ -58,12 +61,11 @@ def load_checkpoint(
     map_location: Any = "cpu",
     weights_only: bool = True,
 ) -> Any:
-    """The run's latest checkpoint ``name``, or None when the run has none (a new run)."""
+    """``run``'s (default: the current run's) latest checkpoint ``name``, loaded, or None when
+    that run has none (a new run, or one killed before its first checkpoint)."""
     run = _run(run)
-    try:
-        restored = localrun.restore(name)
-    except localrun.RunNotFoundError:
-        return None
-    if restored.run_path != run.path:
+    check_name(name, "name")
+    restored = localrun.restore(name, run_path=run.path, root=run.settings.root, missing_ok=True)
+    if restored is None:
         return None
     return torch.load(restored.name, map_location=map_location, weights_only=weights_only)
