@@ -26,6 +26,9 @@ LOCALRUN_COMPACT_FANOUT    segments merged per compaction           int 2..1024 
 LOCALRUN_KEEP_REVISIONS    old revisions kept in log/               int >= 1 (64)
 LOCALRUN_KEEP_VERSIONS     versions kept per saved file name        int >= 0, 0 = all (5)
 LOCALRUN_WATCH             how run.save(policy="live") watches      auto/native/poll (auto)
+LOCALRUN_TOKEN             the token sync sends to a remote         any text (none)
+LOCALRUN_TOKEN_FILE        a file holding that token (when no       a path (none)
+                           LOCALRUN_TOKEN is set)
 ========================== ======================================== =========================
 """
 
@@ -77,7 +80,8 @@ KNOWN = (
     "LOCALRUN_KEEP_REVISIONS",
     "LOCALRUN_KEEP_VERSIONS",
     "LOCALRUN_WATCH",
-    "LOCALRUN_TOKEN",  # read by the sync side (the sync issue); listed so it is not a typo
+    "LOCALRUN_TOKEN",
+    "LOCALRUN_TOKEN_FILE",
 )
 
 
@@ -200,6 +204,29 @@ def lease_ttl() -> float:
 
 def watch_kind() -> WatchKind:
     return cast(WatchKind, _choice("LOCALRUN_WATCH", ("auto", "native", "poll"), "auto"))
+
+
+def token() -> str | None:
+    """The token sync sends to remotes: ``LOCALRUN_TOKEN``, else the first line of the file
+    ``LOCALRUN_TOKEN_FILE`` names, else None. Never an argument: a command line is visible to
+    every user of the machine (``ps``) and lands in shell histories and job scripts."""
+    value = env_text("LOCALRUN_TOKEN")
+    if value:
+        return value
+    path = env_text("LOCALRUN_TOKEN_FILE")
+    if not path:
+        return None
+    try:
+        text = Path(path).expanduser().read_text()
+    except OSError as exc:
+        raise UsageError(
+            f"LOCALRUN_TOKEN_FILE={path!r} cannot be read ({exc.strerror or exc}); point it at a "
+            "file holding the token, readable by this user"
+        ) from None
+    first = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not first:
+        raise UsageError(f"LOCALRUN_TOKEN_FILE={path!r} is empty; put the token in it")
+    return first
 
 
 @dataclass(frozen=True)

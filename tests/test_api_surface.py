@@ -109,7 +109,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
                       "localrun.util"),
     "localrun._query": ("localrun._store", "localrun._settings", "localrun.errors"),
     "localrun._restore": ("localrun._run", "localrun._query", "localrun._store", "localrun.errors"),
-    "localrun._cli": ("localrun",),
+    # sync pushes runs as stored: it reads them through the store, never through the writer
+    "localrun._sync": ("localrun._store", "localrun._query", "localrun._settings",
+                       "localrun.errors"),
+    "localrun._cli": ("localrun", "localrun._sync"),  # the sync commands drive the engine
     "localrun._demo": ("localrun",),
     "localrun.integrations": ("localrun",),
     "localrun": ("localrun.",),  # the facade re-exports from every side

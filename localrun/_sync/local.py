@@ -1,0 +1,161 @@
+"""A local run as a push sees it: its newest revision and the immutable objects it names.
+
+Read without any lock (DESIGN §8): a push never takes the manifest mutex, so the writer is
+never slowed, locked or fenced by sync. What the writer may do meanwhile is commit newer
+revisions, prune old ones and remove segments a compaction replaced; every one of those shows
+up here as a file that is gone (:class:`Gone`), and the caller reads the run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .._store import revisions
+from .._store.layout import LOG, MANIFEST, ROOT_MARKER, inside, revision_name
+from .._store.records import Revision
+from .._store.safe_io import open_inside
+from ..errors import CorruptRunError, RunNotFoundError
+from .remote import LocalRun, Obj
+
+_CHUNK = 1 << 20
+_TRIES = 20
+
+
+class Gone(Exception):
+    """A file the snapshot names was removed by the writer (pruned, compacted): read again."""
+
+
+def read_run(run_dir: Path) -> LocalRun:
+    """The run's newest readable revision and its exact bytes.
+
+    The bytes are pushed as they are (``log/<rev>.json`` on the remote is the local file), so
+    they are read from the file :func:`revisions.newest` chose; a revision pruned in between
+    means a newer one exists, so the run is read again.
+    """
+    for _ in range(_TRIES):
+        snap = revisions.newest(run_dir)
+        path = run_dir / (LOG + "/" + revision_name(snap.rev) if snap.rev else MANIFEST)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        m = _parse(data, path)
+        if m.get("rev", 0) != snap.rev:
+            continue  # format 1: the manifest was replaced by the upgrade in between
+        return LocalRun(
+            project=run_dir.parent.name,  # the remote mirrors the local layout
+            run_id=run_dir.name,
+            dir=run_dir,
+            rev=snap.rev,
+            manifest=m,
+            revision_bytes=data,
+        )
+    raise CorruptRunError(f"run {run_dir}: its newest revision kept moving away while read")
+
+
+def _parse(data: bytes, where: Path) -> Revision:
+    try:
+        return revisions.parse(json.loads(data), where)
+    except ValueError as exc:
+        raise CorruptRunError(f"{where} is not valid JSON ({exc})") from exc
+
+
+def objects(run: LocalRun) -> list[Obj]:
+    """Every immutable object the run's revision names: segments, then saved file versions.
+
+    Sizes come from the files (a segment entry's ``bytes`` may be absent in older runs); a
+    segment's sha256 is left to the push, which computes it while reading the file once.
+    """
+    out: list[Obj] = []
+    for seg in run.manifest.get("segments", []):
+        out.append(Obj(seg["file"], _size(run.dir, seg["file"]), None))
+    for versions in (run.manifest.get("files") or {}).values():
+        for v in versions:
+            size = v.get("size")
+            if not isinstance(size, int):
+                size = _size(run.dir, v["path"])
+            out.append(Obj(v["path"], size, v.get("sha256")))
+    return out
+
+
+def _size(run_dir: Path, rel: str) -> int:
+    try:
+        return os.stat(inside(run_dir, rel, "object")).st_size
+    except FileNotFoundError:
+        raise Gone(rel) from None
+
+
+def open_object(run: LocalRun, obj: Obj) -> Iterator[bytes]:
+    """The object's bytes in chunks, read from inside the run (never through a link)."""
+    try:
+        f = open_inside(run.dir, obj.rel, "object")
+    except FileNotFoundError:
+        raise Gone(obj.rel) from None
+    with f:
+        while chunk := f.read(_CHUNK):
+            yield chunk
+
+
+def sha256_of(run: LocalRun, obj: Obj) -> str:
+    """The object's sha256 (recorded for saved files, computed for segments)."""
+    if obj.sha256:
+        return obj.sha256
+    digest = hashlib.sha256()
+    for chunk in open_object(run, obj):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def local_path(run: LocalRun, obj: Obj) -> Path:
+    """The object's file, checked to stay inside the run."""
+    return inside(run.dir, obj.rel, "object")
+
+
+def run_dirs(root: Path, project: str | None = None) -> list[Path]:
+    """Every run folder under ``root`` (or one project), without reading any of them."""
+    out: list[Path] = []
+    try:
+        projects = [project] if project else sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    for p in projects:
+        if p.startswith("."):
+            continue
+        pdir = root / p
+        try:
+            names = sorted(os.listdir(pdir))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        out += [pdir / n for n in names if not n.startswith(".") and (pdir / n).is_dir()]
+    return out
+
+
+def newest_rev(run_dir: Path) -> int | None:
+    """The newest revision number from a listing of ``log/`` alone (a cheap poll, no JSON)."""
+    try:
+        names = os.listdir(run_dir / LOG)
+    except FileNotFoundError:
+        return 0 if (run_dir / MANIFEST).is_file() else None
+    except NotADirectoryError:
+        return None
+    best = None
+    for n in names:
+        if n.endswith(".json") and len(n) >= 17 and n[:-5].isdigit():
+            r = int(n[:-5])
+            best = r if best is None or r > best else best
+    return best
+
+
+def root_marker(root: Path) -> bytes:
+    """The local root's ``localrun.json``, copied to a replica that has none."""
+    try:
+        return (root / ROOT_MARKER).read_bytes()
+    except FileNotFoundError:
+        raise RunNotFoundError(
+            f"{root} is not a localrun root (no {ROOT_MARKER}); point --root or LOCALRUN_DIR "
+            "at the folder your runs are in"
+        ) from None
