@@ -73,13 +73,20 @@ def save(root: Path, cursor: Cursor) -> None:
         "extra": cursor.extra,
     }
     try:
-        if not (folder / "remote.json").is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic.write_json(folder / "remote.json", {"remote": cursor.remote})
+        register(root, cursor.remote)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_json(path, data)
     except OSError as exc:
         log.warning("could not record the sync cursor %s: %s", path, exc)
+
+
+def register(root: Path, url: str) -> Path:
+    """The folder of ``url`` under ``.sync/``, with the ``remote.json`` that names it."""
+    folder = root / SYNC_DIR / remote_key(url)
+    if not (folder / "remote.json").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(folder / "remote.json", {"remote": url})
+    return folder
 
 
 def all_for(root: Path, url: str) -> dict[tuple[str, str], Cursor]:

@@ -264,7 +264,7 @@ class Daemon:
             if isinstance(old, dict) and _same(old, data):
                 continue
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                cursor.register(self.root, t.remote.url)
                 atomic.write_json(path, data)
             except OSError as exc:
                 log.debug("cannot write %s: %s", path, exc)

@@ -23,7 +23,7 @@ from ..errors import (
     SyncError,
 )
 from . import cursor, local
-from .remote import Cursor, Progress, Remote
+from .remote import Progress, Remote
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +99,12 @@ def push_run(root: Path, remote: Remote, rdir: Path, progress: Progress) -> bool
     if old is not None and old.rev >= listed:
         return False
     run = local.read_run(rdir)
+    puts = getattr(remote, "puts", None)
     new = remote.push(run, old, progress)
     if new != old:
         cursor.save(root, new)
-    return _moved(old, new)
-
-
-def _moved(old: Cursor | None, new: Cursor) -> bool:
+    if isinstance(puts, int):  # a replica counts what it wrote
+        return int(getattr(remote, "puts", 0)) > puts
     return old is None or old.rev != new.rev or old.uid != new.uid
 
 

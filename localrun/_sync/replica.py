@@ -39,6 +39,7 @@ class Replica:
         self.url = store.url
         self._present: set[str] = set()  # keys seen on the remote by this process
         self._marker_checked = False
+        self.puts = 0  # objects written by this process (what tells "pushed" from "there")
 
     def push(self, run: LocalRun, cursor: Cursor | None, progress: Progress) -> Cursor:
         for _ in range(_TRIES):
@@ -113,6 +114,7 @@ class Replica:
             try:
                 sha = local.sha256_of(run, obj)
                 self.store.put_file(key, src, obj.size, sha, progress)
+                self.puts += 1
             except FileNotFoundError:
                 raise local.Gone(obj.rel) from None
         elif size != obj.size:
@@ -126,6 +128,7 @@ class Replica:
     def _put_once(self, key: str, data: bytes) -> None:
         if key not in self._present and self.store.stat(key) is None:
             self.store.put_bytes(key, data)
+            self.puts += 1
         self._present.add(key)
 
     def _put_manifest(self, prefix: str, run: LocalRun) -> None:
@@ -136,6 +139,7 @@ class Replica:
         if revs and max(revs) > run.rev:
             return  # another syncer pushed a newer revision: its copy is the one to keep
         self.store.put_bytes(key, run.revision_bytes)
+        self.puts += 1
 
     def _put_marker(self) -> None:
         if self._marker_checked:
