@@ -80,7 +80,7 @@ def files_of(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def newest_revision_bytes(run_dir: Path) -> bytes:
-    return max((run_dir / "log").iterdir()).read_bytes()
+    return max(p for p in (run_dir / "log").iterdir() if ".tmp-" not in p.name).read_bytes()
 
 
 def assert_same(local_root: Path, remote_root: Path, killed: bool = False) -> None:
@@ -579,3 +579,34 @@ def test_s3_replica_equals_the_local_root_and_a_resync_changes_nothing(
     assert again.returncode == 0, again.stderr
     assert "0 pushed" in again.stdout
     assert _s3_download(s3, tmp_path / "copy2") == first  # no object added or rewritten
+
+
+def test_heartbeats_alone_are_not_pushed(root: Path, remote: Path) -> None:
+    """An idle live run commits a heartbeat every ttl/3: the remote gets a new revision only
+    when something besides the heartbeat changed."""
+    idle = spawn(
+        """
+        import sys, time, localrun
+        run = localrun.init(project="p", id="idle", flush_interval=0.1)
+        run.log({"x": 1.0})
+        run.flush()
+        print("flushed", flush=True)
+        time.sleep(300)
+        """,
+        root,
+        LOCALRUN_LEASE_TTL="1",
+    )
+    assert idle.stdout is not None and idle.stdout.readline().strip() == "flushed"
+    assert sync(root, url_of(remote)).returncode == 0
+    pushed = sorted((remote / "p/idle/log").iterdir())
+    rdir = root / "p" / "idle"
+
+    def head() -> int:
+        return max(int(p.stem) for p in (rdir / "log").iterdir() if p.stem.isdigit())
+
+    first = head()
+    _wait_for(lambda: head() >= first + 3)
+    again = sync(root, url_of(remote))
+    assert again.returncode == 0 and "0 pushed" in again.stdout, again
+    assert sorted((remote / "p/idle/log").iterdir()) == pushed
+    idle.kill()

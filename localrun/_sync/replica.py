@@ -20,6 +20,7 @@ apart from the runs).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -55,11 +56,22 @@ class Replica:
         )
 
     def _push(self, run: LocalRun, cursor: Cursor | None, progress: Progress) -> Cursor:
-        if cursor is not None and cursor.uid == run.uid and cursor.rev >= run.rev:
+        trusted = cursor is not None and cursor.uid == run.uid
+        if cursor is not None and trusted and cursor.rev >= run.rev:
             return cursor
+        content = content_digest(run)
+        if cursor is not None and trusted and cursor.extra.get("content") == content:
+            # Only the lease's heartbeat moved: the remote's revision says all the same, and a
+            # run idle for days would otherwise add a remote revision every few seconds.
+            return Cursor(self.url, run.project, run.run_id, run.uid, run.rev, cursor.extra)
         prefix = f"{run.project}/{run.run_id}"
         self._put_marker()
-        remote_rev = self._check_identity(prefix, run)
+        # A cursor of this uid means this root pushed the run there before: the identity was
+        # checked then, and the remote holds at least that revision (a cursor is written only
+        # after a whole push). Without one, the remote is asked.
+        remote_rev = cursor.rev if cursor is not None and trusted else None
+        if not trusted:
+            remote_rev = self._check_identity(prefix, run)
         if remote_rev is None or remote_rev < run.rev:
             for obj in local.objects(run):
                 self._put_object(prefix, run, obj, progress)
@@ -67,7 +79,7 @@ class Replica:
                 self._put_once(f"{prefix}/{LOG}/{_rev_name(run.rev)}", run.revision_bytes)
         if remote_rev is None or remote_rev <= run.rev:
             self._put_manifest(prefix, run)
-        return Cursor(self.url, run.project, run.run_id, run.uid, run.rev)
+        return Cursor(self.url, run.project, run.run_id, run.uid, run.rev, {"content": content})
 
     def _check_identity(self, prefix: str, run: LocalRun) -> int | None:
         """The remote's newest revision number of this run (None: it has none yet), after
@@ -151,6 +163,20 @@ class Replica:
 
     def close(self) -> None:
         self.store.close()
+
+
+_HEARTBEAT = ("hb_seq", "hb_time")
+
+
+def content_digest(run: LocalRun) -> str:
+    """A digest of the run's state without what a heartbeat changes (the revision number, the
+    time of the commit, the lease's ``hb_seq``/``hb_time``)."""
+    m: dict[str, object] = {k: v for k, v in run.manifest.items() if k not in ("rev", "updated")}
+    owner = run.manifest.get("owner")
+    if isinstance(owner, dict):
+        m["owner"] = {k: v for k, v in owner.items() if k not in _HEARTBEAT}
+    text = json.dumps(m, sort_keys=True, allow_nan=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _rev_name(rev: int) -> str:
