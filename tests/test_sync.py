@@ -610,3 +610,33 @@ def test_heartbeats_alone_are_not_pushed(root: Path, remote: Path) -> None:
     assert again.returncode == 0 and "0 pushed" in again.stdout, again
     assert sorted((remote / "p/idle/log").iterdir()) == pushed
     idle.kill()
+
+
+def test_a_segment_compacted_away_mid_push_makes_the_push_take_the_newer_revision(
+    root: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from localrun._sync import engine, local, urls
+
+    monkeypatch.setenv("LOCALRUN_COMPACT_FANOUT", "2")
+    with localrun.init(project="p", id="a", dir=root) as run:
+        run.log({"x": 0.0})
+        run.flush()
+        stale = local.read_run(root / "p" / "a")  # names segment 0 ...
+        for i in range(1, 6):
+            run.log({"x": float(i)})
+            run.flush()  # ... which a compaction then replaces and removes
+    gone = [s["file"] for s in stale.manifest["segments"] if not (stale.dir / s["file"]).exists()]
+    assert gone, "the test needs a segment of the stale revision removed"
+    pushed = urls.open_remote(url_of(remote)).push(stale, None, engine.NoProgress())
+    assert pushed.rev == local.read_run(root / "p" / "a").rev > stale.rev
+    assert_same(root, remote)
+
+
+def test_a_remote_name_never_leaves_the_remote_root(tmp_path: Path) -> None:
+    from localrun._sync.fsstore import LocalStore
+
+    store = LocalStore(tmp_path / "remote")
+    for bad in ("../x", "/etc/passwd", "p/../../x", "p//x", ""):
+        with pytest.raises(localrun.errors.SyncError, match="leave the remote root"):
+            store.put_bytes(bad, b"x")
+    assert not (tmp_path / "x").exists()

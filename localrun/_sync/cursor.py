@@ -75,9 +75,20 @@ def save(root: Path, cursor: Cursor) -> None:
     try:
         register(root, cursor.remote)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(path, data)
+        _replace_quickly(path, json.dumps(data, indent=1, sort_keys=True).encode())
     except OSError as exc:
         log.warning("could not record the sync cursor %s: %s", path, exc)
+
+
+def _replace_quickly(path: Path, payload: bytes) -> None:
+    """Atomic (readers see the old or the new cursor) but not fsynced: after a power cut a
+    cursor may be old or unreadable, which only makes the next sync ask the remote again."""
+    tmp = atomic.temp_path(path)
+    try:
+        tmp.write_bytes(payload)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def register(root: Path, url: str) -> Path:
