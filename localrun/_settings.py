@@ -25,7 +25,7 @@ LOCALRUN_LOCK              which mutex                              auto/flock/s
 LOCALRUN_COMPACT_FANOUT    segments merged per compaction           int 2..1024 (16)
 LOCALRUN_KEEP_REVISIONS    old revisions kept in log/               int >= 1 (64)
 LOCALRUN_KEEP_VERSIONS     versions kept per saved file name        int >= 0, 0 = all (5)
-LOCALRUN_WATCH             how run.save(policy="live") watches      auto/native/poll (auto)
+LOCALRUN_WATCH             how live saves and sync --watch watch    auto/native/poll (auto)
 LOCALRUN_TOKEN             the token sync sends to a remote         any text (none)
 LOCALRUN_TOKEN_FILE        a file holding that token (when no       a path (none)
                            LOCALRUN_TOKEN is set)

@@ -437,7 +437,7 @@ def test_the_daemon_pushes_new_runs_and_flushes_and_stops_on_sigterm(
     daemon = track(
         subprocess.Popen(
             [sys.executable, "-m", "localrun._cli", "--root", str(root), *args],
-            env=child_env(root),
+            env=child_env(root, LOCALRUN_WATCH=watch),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -457,6 +457,7 @@ def test_the_daemon_pushes_new_runs_and_flushes_and_stops_on_sigterm(
     _, err = daemon.communicate(timeout=30)
     assert daemon.returncode == 0, err
     assert "stopped" in err
+    assert ("file events" in err) == (watch == "auto"), err  # poll: no events asked for
     assert_same(root, remote)
 
 

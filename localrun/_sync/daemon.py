@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from .. import _settings
 from .._store import atomic
 from .._store.layout import LOG, is_temp
 from .._store.mounts import is_network_fs
@@ -83,7 +84,7 @@ class Daemon:
         remotes: list[Remote],
         select: Callable[[], list[Path]],
         poll: float = 2.0,
-        watch: str = "auto",
+        watch: str | None = None,
         say: Callable[[str], None] = print,
     ) -> None:
         self.root, self.select, self.poll, self.say = root, select, poll, say
@@ -91,6 +92,8 @@ class Daemon:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.seen: dict[Path, int | None] = {}
+        # LOCALRUN_WATCH: "poll" where inotify is known not to deliver (or is not allowed)
+        watch = watch or _settings.watch_kind()
         self.use_events = watch == "native" or (watch == "auto" and not is_network_fs(root))
         self._events: set[Path] = set()
         self._lock = threading.Lock()
