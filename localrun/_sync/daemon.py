@@ -34,13 +34,7 @@ from .. import _settings
 from .._store import atomic
 from .._store.layout import LOG, is_temp
 from .._store.mounts import is_network_fs
-from ..errors import (
-    CorruptRunError,
-    FormatVersionError,
-    RemoteUnavailableError,
-    RunNotFoundError,
-    SyncError,
-)
+from ..errors import LocalrunError, RemoteUnavailableError
 from . import cursor, engine, local
 from .remote import Remote
 
@@ -160,8 +154,11 @@ class Daemon:
 
     def _scan(self) -> None:
         """Mark every run whose newest revision number changed since it was last seen."""
-        for rdir in self.select():
-            self._check(rdir)
+        try:
+            for rdir in self.select():
+                self._check(rdir)
+        except (LocalrunError, OSError) as exc:  # the root unmounted for a moment, ...
+            self.say(f"cannot look for changes under {self.root}: {exc}")
 
     def _check(self, rdir: Path) -> None:
         rev = local.newest_rev(rdir)
@@ -174,12 +171,14 @@ class Daemon:
     def _take_events(self) -> None:
         with self._lock:
             events, self._events = self._events, set()
-        chosen = None
-        for rdir in events:
-            if chosen is None:
-                chosen = set(self.select())
-            if rdir in chosen:
-                self._check(rdir)
+        if not events:
+            return
+        try:
+            chosen = set(self.select())
+        except (LocalrunError, OSError):
+            return  # the next scan says why
+        for rdir in events & chosen:
+            self._check(rdir)
 
     def _start_observer(self) -> Any:
         try:
@@ -231,8 +230,11 @@ class Daemon:
             except RemoteUnavailableError as exc:
                 self._back_off(target, exc)
                 return
-            except (SyncError, CorruptRunError, FormatVersionError, RunNotFoundError) as exc:
+            except (LocalrunError, OSError) as exc:  # this run only: the others go on
                 self.say(f"cannot push {label} to {target.remote.url}: {exc}")
+            except Exception as exc:  # a bug must not end the daemon of a whole cluster
+                log.exception("pushing %s to %s failed", label, target.remote.url)
+                self.say(f"cannot push {label} to {target.remote.url}: {exc!r}")
             target.pending.discard(rdir)
         if target.delay:
             self.say(f"{target.remote.url} is reachable again")

@@ -14,14 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._store.layout import sanitize_id
-from ..errors import (
-    CorruptRunError,
-    FormatVersionError,
-    LocalrunError,
-    RemoteUnavailableError,
-    RunNotFoundError,
-    SyncError,
-)
+from ..errors import LocalrunError, RemoteUnavailableError, RunNotFoundError
 from . import cursor, local
 from .remote import Progress, Remote
 
@@ -134,7 +127,7 @@ def sync_pass(
         except RemoteUnavailableError as exc:
             summary.failed.append((label, exc))
             break
-        except (SyncError, CorruptRunError, FormatVersionError, RunNotFoundError) as exc:
+        except LocalrunError as exc:  # this run only (damaged, newer format, conflict, ...)
             log.warning("%s: %s", label, exc)
             summary.failed.append((label, exc))
         finally:
