@@ -3,6 +3,7 @@
 Run: .venv/bin/python benchmarks/bench_sync.py
 Scale with BENCH_SYNC_RUNS (runs of 10,000 steps x 10 floats, default 200; the issue's full
 size is 1000) and BENCH_SYNC_IDLE (unchanged runs for the no-op pass, default 10,000).
+BENCH_SYNC_S3=s3://bucket/prefix?endpoint_override=...&scheme=http adds the same runs to S3.
 
 1. One-shot sync of the runs to a fresh ``file://`` remote, against copying the same files
    (each run's segments, newest revision and manifest) with the same primitive the replica
@@ -106,6 +107,51 @@ def one_shot(work: Path, runs: int) -> list[tuple[str, str, str]]:
     ]
 
 
+def s3_one_shot(work: Path, url: str) -> list[tuple[str, str, str]]:
+    """The same runs to S3 (``BENCH_SYNC_S3``, e.g. a moto or Swift server's URL), against
+    uploading the same files with the same client (pyarrow.fs) and no logic."""
+    import pyarrow.fs as pafs
+
+    root = work / "root"
+    fs, base = pafs.FileSystem.from_uri(url)
+    files = [
+        f
+        for rdir in sorted((root / "bench").iterdir())
+        for f in [
+            *sorted((rdir / "history").iterdir()),
+            max((rdir / "log").iterdir()),
+            rdir / "manifest.json",
+        ]
+    ]
+    t0 = time.perf_counter()
+    copied = 0
+    for f in files:
+        with (
+            open(f, "rb") as src,
+            fs.open_output_stream(f"{base}/copy/{f.relative_to(root)}") as out,
+        ):
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+        copied += f.stat().st_size
+    copy_s = time.perf_counter() - t0
+    remote = urls.open_remote(url.replace(base, base + "/replica", 1))
+    shutil.rmtree(root / ".sync", ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = engine.sync_pass(root, remote, engine.select(root, None))
+    sync_s = time.perf_counter() - t0
+    assert not summary.failed, summary.failed[:3]
+    ratio = (summary.nbytes / sync_s) / (copied / copy_s)
+    return [
+        (
+            "plain upload (pyarrow.fs, no logic)",
+            f"{copied / 1e6 / copy_s:.0f} MB/s",
+            f"{copy_s:.2f} s",
+        ),
+        ("sync to s3://", f"{summary.nbytes / 1e6 / sync_s:.0f} MB/s", f"{sync_s:.2f} s"),
+        ("s3 sync / plain upload throughput", f"{ratio:.2f}", "target >= 0.5"),
+    ]
+
+
 def _count_parquet_opens() -> list[int]:
     count = [0]
 
@@ -151,6 +197,8 @@ def main() -> None:
     idle = int(os.environ.get("BENCH_SYNC_IDLE", "10000"))
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         rows = one_shot(Path(tmp), runs)
+        if os.environ.get("BENCH_SYNC_S3"):
+            rows += s3_one_shot(Path(tmp), os.environ["BENCH_SYNC_S3"])
         rows += noop(Path(tmp), idle)
     print_table("sync to a file:// replica (benchmarks/bench_sync.py)", rows)
 

@@ -8,8 +8,8 @@ One push of a run (DESIGN §8):
    put of the missing ones, each verified against its size and sha256);
 3. put ``log/<rev>.json`` with exactly the local bytes: from this instant remote readers use
    this revision, and every object it names is already there;
-4. refresh the remote's ``manifest.json`` copy when it differs (only if no newer revision is
-   there: another syncer may have pushed past this one);
+4. put the remote's ``manifest.json`` copy of it (a push cut between 3 and 4 is completed by
+   the next one, which finds the copy differing from the revision and no newer one there);
 5. put the root marker ``localrun.json`` once, if the remote has none.
 
 A kill at any instant leaves the remote readable at its previous newest revision plus some
@@ -75,10 +75,13 @@ class Replica:
         if remote_rev is None or remote_rev < run.rev:
             for obj in local.objects(run):
                 self._put_object(prefix, run, obj, progress)
+            # Known absent (the remote's newest is older): put without looking. A syncer that
+            # put it in between put the same bytes (a folder store keeps the first).
             if run.rev:
-                self._put_once(f"{prefix}/{LOG}/{_rev_name(run.rev)}", run.revision_bytes)
-        if remote_rev is None or remote_rev <= run.rev:
-            self._put_manifest(prefix, run)
+                self._put(f"{prefix}/{LOG}/{_rev_name(run.rev)}", run.revision_bytes)
+            self._put(f"{prefix}/{MANIFEST}", run.revision_bytes)
+        elif remote_rev == run.rev:
+            self._put_manifest(prefix, run)  # a push cut between the revision and the copy
         return Cursor(self.url, run.project, run.run_id, run.uid, run.rev, {"content": content})
 
     def _check_identity(self, prefix: str, run: LocalRun) -> int | None:
@@ -137,11 +140,9 @@ class Replica:
             )
         self._present.add(key)
 
-    def _put_once(self, key: str, data: bytes) -> None:
-        if key not in self._present and self.store.stat(key) is None:
-            self.store.put_bytes(key, data)
-            self.puts += 1
-        self._present.add(key)
+    def _put(self, key: str, data: bytes) -> None:
+        self.store.put_bytes(key, data)
+        self.puts += 1
 
     def _put_manifest(self, prefix: str, run: LocalRun) -> None:
         key = f"{prefix}/{MANIFEST}"
