@@ -12,6 +12,7 @@ cursor costs a few remote look-ups, never a wrong push. A root where cursors can
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -28,21 +29,24 @@ log = logging.getLogger(__name__)
 SYNC_DIR = ".sync"
 
 
+@functools.lru_cache(maxsize=64)
 def remote_key(url: str) -> str:
     """A folder name for ``url``: readable, and unique per URL."""
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", url.split("://", 1)[-1]).strip("-")[:40]
     return f"{slug or 'remote'}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
-def _path(root: Path, url: str, project: str, run_id: str) -> Path:
-    return root / SYNC_DIR / remote_key(url) / project / f"{run_id}.json"
+def _path(root: Path, url: str, project: str, run_id: str) -> str:
+    # a string, not a Path: built once per run by every pass, where pathlib's parsing showed
+    return f"{root}/{SYNC_DIR}/{remote_key(url)}/{project}/{run_id}.json"
 
 
 def load(root: Path, url: str, project: str, run_id: str) -> Cursor | None:
     """The cursor of ``url`` for the run, or None (absent, unreadable or another remote's)."""
     path = _path(root, url, project, run_id)
     try:
-        data = json.loads(path.read_bytes())
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
