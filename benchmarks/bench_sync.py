@@ -87,15 +87,22 @@ def one_shot(work: Path, runs: int) -> list[tuple[str, str, str]]:
     for i in range(runs):
         make_run(root, "bench", f"r{i:05d}", STEPS)
     nbytes = sum(f.stat().st_size for f in root.rglob("*.parquet"))
-    t0 = time.perf_counter()
-    copied = plain_copy(root, work / "copy")
-    copy_s = time.perf_counter() - t0
-    remote = urls.open_remote("file://" + str(work / "remote"))
-    t0 = time.perf_counter()
-    summary = engine.sync_pass(root, remote, engine.select(root, None))
-    sync_s = time.perf_counter() - t0
-    assert not summary.failed and summary.pushed == runs, summary
-    ratio = (copied / copy_s) and (summary.nbytes / sync_s) / (copied / copy_s)
+    # Alternated, best of two each: whichever goes second otherwise pays for the first one's
+    # writeback still in flight.
+    copy_s = sync_s = float("inf")
+    for attempt in range(2):
+        t0 = time.perf_counter()
+        copied = plain_copy(root, work / f"copy{attempt}")
+        copy_s = min(copy_s, time.perf_counter() - t0)
+        os.sync()
+        remote = urls.open_remote("file://" + str(work / f"remote{attempt}"))
+        shutil.rmtree(root / ".sync", ignore_errors=True)
+        t0 = time.perf_counter()
+        summary = engine.sync_pass(root, remote, engine.select(root, None))
+        sync_s = min(sync_s, time.perf_counter() - t0)
+        assert not summary.failed and summary.pushed == runs, summary
+        os.sync()
+    ratio = (summary.nbytes / sync_s) / (copied / copy_s)
     mb = 1e6
     return [
         (f"data: {runs} runs x {STEPS} steps x {KEYS} floats", f"{nbytes / mb:.0f} MB", ""),
