@@ -697,7 +697,7 @@ def sync_cmd(
     Idempotent and safe to kill at any instant; never changes local data. The token for a
     localrun server or MLflow comes from LOCALRUN_TOKEN or LOCALRUN_TOKEN_FILE.
     """
-    from localrun._sync import engine
+    from localrun._sync import engine, urls
 
     if all_runs and target:
         raise localrun.UsageError("pass a TARGET (project or project/run_id) or --all, not both")
@@ -706,6 +706,8 @@ def sync_cmd(
         _sync_status(root, target, to, as_json)
         return
     targets = _remote_urls(root, to)
+    for url in targets:
+        urls.check_apart(url, root)
     runs = engine.select(root, target)
     if watch:
         _sync_watch(root, target, targets, poll)

@@ -388,6 +388,9 @@ def test_remote_names_and_bad_urls(root: Path, remote: Path) -> None:
     assert bad.returncode == 2 and "not a remote URL" in bad.stderr
     bad = sync(root, "nowhere")
     assert bad.returncode == 2 and "no remote named 'nowhere'" in bad.stderr
+    inside = sync(root, url_of(root / "backup"))
+    assert inside.returncode == 2 and "overlap" in inside.stderr
+    assert not (root / "backup").exists()
     assert cli(root, "remote", "remove", "disk").returncode == 0
     assert json.loads(cli(root, "remote", "list", "--json").stdout) == {}
 

@@ -74,6 +74,20 @@ def resolve(target: str, root: Path) -> str:
     return remotes[target]
 
 
+def check_apart(url: str, root: Path) -> None:
+    """Refuse a ``file://`` remote inside the local root or holding it: the replica would
+    become runs of the root it copies (and the next pass would push it into itself)."""
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        return
+    there, here = Path(parts.path).resolve(), root.resolve()
+    if there == here or there.is_relative_to(here) or here.is_relative_to(there):
+        raise UsageError(
+            f"the remote {url} and the root {root} overlap; a replica must live outside the "
+            "root it copies (pick a folder beside it, not in it)"
+        )
+
+
 def open_remote(url: str) -> Remote:
     """A :class:`Remote` for ``url`` (checked with :func:`check_url`)."""
     check_url(url)
