@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-frameworks test-stress test-install test-swift test-nfs test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
+.PHONY: demo test test-frameworks test-stress test-sync-stress test-install test-swift test-nfs test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,10 @@ test-frameworks: $(STAMP)
 # 100 trials of an owner SIGSTOPped at a random instant, each taken over from another process.
 test-stress: $(STAMP)
 	LOCALRUN_STOP_TRIALS=100 $(BIN)/python -m pytest -q -n 2 tests/test_stopped_owner.py
+
+# 50 trials of a syncer SIGKILLed at a random instant, each rerun until the remote equals the root.
+test-sync-stress: $(STAMP)
+	LOCALRUN_SYNC_TRIALS=50 $(BIN)/python -m pytest -q tests/test_sync.py -k sigkill
 
 # The documented install lines, run as written in a fresh venv (downloads from the package index).
 test-install: $(STAMP)

@@ -714,6 +714,232 @@ def server_cmd(ctx: click.Context, host: str, port: int) -> None:
     serve(_settings.root(ctx.obj["root"]), host, port, _settings.token())
 
 
+# -- sync -------------------------------------------------------------------------------------
+
+
+def _sync_root(ctx: click.Context) -> Any:
+    """The root sync reads (checked like every reader's) as a Path."""
+    return _api(ctx).root
+
+
+def _remote_urls(root: Any, to: tuple[str, ...]) -> list[str]:
+    """The URLs of ``--to`` (URLs or names), else every named remote of the root."""
+    from localrun._sync import urls
+
+    if to:
+        return list(dict.fromkeys(urls.resolve(t, root) for t in to))
+    named = urls.load_remotes(root)
+    if not named:
+        raise localrun.UsageError(
+            f"no remote to sync to: pass --to URL (or NAME), or name one for this root with "
+            f"`localrun remote add NAME URL` (root: {root})"
+        )
+    return list(dict.fromkeys(named.values()))
+
+
+class _Bar:
+    """The rich progress bar of a one-shot sync: runs done, bytes sent."""
+
+    def __init__(self, progress: Any, task: Any) -> None:
+        self.progress, self.task = progress, task
+
+    def advance(self, nbytes: int) -> None:
+        self.progress.update(self.task, sent=self.progress.tasks[0].fields["sent"] + nbytes)
+
+
+@cli.command("sync")
+@click.argument("target", required=False)
+@click.option("--to", "to", multiple=True, help="A remote URL or NAME (repeat for several).")
+@click.option("--all", "all_runs", is_flag=True, help="Every run of the root (the default).")
+@click.option("--watch", is_flag=True, help="Keep pushing changes until SIGTERM (the daemon).")
+@click.option("--status", "show_status", is_flag=True, help="Show what each remote lacks.")
+@click.option(
+    "--poll",
+    type=click.FloatRange(0.05),
+    default=2.0,
+    show_default=True,
+    help="--watch: seconds between polls of every run's newest revision.",
+)
+@click.option("--json", "as_json", is_flag=True, help="--status: print JSON for scripts.")
+@_root_option
+@click.pass_context
+def sync_cmd(
+    ctx: click.Context,
+    target: str | None,
+    to: tuple[str, ...],
+    all_runs: bool,
+    watch: bool,
+    show_status: bool,
+    poll: float,
+    as_json: bool,
+) -> None:
+    """Push runs to remotes: TARGET is project/run_id, a project, or (default, --all) every run.
+
+    Idempotent and safe to kill at any instant; never changes local data. The token for a
+    localrun server or MLflow comes from LOCALRUN_TOKEN or LOCALRUN_TOKEN_FILE.
+    """
+    from localrun._sync import engine, urls
+
+    if all_runs and target:
+        raise localrun.UsageError("pass a TARGET (project or project/run_id) or --all, not both")
+    root = _sync_root(ctx)
+    if show_status:
+        _sync_status(root, target, to, as_json)
+        return
+    targets = _remote_urls(root, to)
+    for url in targets:
+        urls.check_apart(url, root)
+    runs = engine.select(root, target)
+    if watch:
+        _sync_watch(root, target, targets, poll)
+        return
+    code = 0
+    for url in targets:
+        code = max(code, _sync_once(root, url, runs))
+    if code:
+        sys.exit(code)
+
+
+def _sync_once(root: Any, url: str, runs: list[Any]) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from localrun._sync import engine, urls
+
+    remote = urls.open_remote(url)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs, {task.fields[sent]:,} bytes sent"),
+    )
+    try:
+        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task(f"sync to {url}", total=len(runs), sent=0)
+            summary = engine.sync_pass(
+                root,
+                remote,
+                runs,
+                _Bar(progress, task),
+                on_run=lambda _r: progress.advance(task),
+            )
+    finally:
+        remote.close()
+    for label, exc in summary.failed:
+        click.echo(f"localrun: {label}: {exc}", err=True)
+    click.echo(summary.line())
+    return summary.exit_code
+
+
+def _sync_watch(root: Any, target: str | None, targets: list[str], poll: float) -> None:
+    from localrun._sync import daemon, engine, urls
+
+    def say(text: str) -> None:
+        click.echo(f"{datetime.now():%H:%M:%S} {text}", err=True)
+
+    remotes = [urls.open_remote(u) for u in targets]
+    daemon.Daemon(root, remotes, lambda: engine.select(root, target), poll=poll, say=say).run()
+
+
+def _sync_status(root: Any, target: str | None, to: tuple[str, ...], as_json: bool) -> None:
+    from localrun._sync import cursor, daemon, engine, urls
+
+    if to:
+        targets = [urls.resolve(t, root) for t in to]
+    else:
+        targets = list(
+            dict.fromkeys([*urls.load_remotes(root).values(), *cursor.remotes_with_cursors(root)])
+        )
+    runs = engine.select(root, target)
+    rows: list[dict[str, Any]] = [
+        {
+            "remote": s.remote,
+            "run": s.run,
+            "local_rev": s.local_rev,
+            "pushed_rev": s.pushed_rev,
+            "state": s.state,
+        }
+        for url in targets
+        for s in engine.status(root, url, runs)
+    ]
+    daemons = {u: d for u in targets if (d := daemon.read_status(root, u)) is not None}
+    if as_json:
+        _emit_json({"runs": rows, "daemons": daemons})
+        return
+    out = _console()
+    if not targets:
+        out.print(f"no remotes for {root}: add one with `localrun remote add NAME URL`")
+        return
+    table = _table("remote", "run", "local rev", "pushed rev", "state")
+    for row in rows:
+        table.add_row(
+            row["remote"],
+            row["run"],
+            _dash(row["local_rev"]),
+            _dash(row["pushed_rev"]),
+            row["state"],
+        )
+    out.print(table)
+    for url in targets:
+        pending = sum(1 for r in rows if r["remote"] == url and r["state"] != "up to date")
+        line = f"{url}: {pending} of {len(runs)} runs pending"
+        d = daemons.get(url)
+        if d:
+            line += f"; daemon pid {d.get('pid')} on {d.get('host')}: {d.get('state')}"
+            if d.get("last_error"):
+                line += f" ({d['last_error']})"
+        out.print(line, highlight=False)
+
+
+@cli.group("remote")
+def remote_cmd() -> None:
+    """Name remotes once for the root, so every node syncs alike (`sync --to NAME`)."""
+
+
+@remote_cmd.command("add")
+@click.argument("name")
+@click.argument("url")
+@_root_option
+@click.pass_context
+def remote_add_cmd(ctx: click.Context, name: str, url: str) -> None:
+    """Name URL (file:///path, s3://bucket/prefix, http(s)://host:port, mlflow+http://...)."""
+    from localrun._sync import urls
+
+    root = _sync_root(ctx)
+    urls.add_remote(root, name, url)
+    click.echo(f"remote {name} -> {url}")
+
+
+@remote_cmd.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@_root_option
+@click.pass_context
+def remote_list_cmd(ctx: click.Context, as_json: bool) -> None:
+    """The root's named remotes."""
+    from localrun._sync import urls
+
+    root = _sync_root(ctx)
+    remotes = urls.load_remotes(root)
+    if as_json:
+        _emit_json(remotes)
+        return
+    if not remotes:
+        click.echo(f"no named remotes under {root}")
+    for name, url in sorted(remotes.items()):
+        click.echo(f"{name}\t{url}")
+
+
+@remote_cmd.command("remove")
+@click.argument("name")
+@_root_option
+@click.pass_context
+def remote_remove_cmd(ctx: click.Context, name: str) -> None:
+    """Forget a named remote (nothing on the remote is touched)."""
+    from localrun._sync import urls
+
+    url = urls.remove_remote(_sync_root(ctx), name)
+    click.echo(f"removed remote {name} ({url})")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI, turning localrun errors into one line and their exit code."""
     try:

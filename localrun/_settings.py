@@ -25,7 +25,7 @@ LOCALRUN_LOCK              which mutex                              auto/flock/s
 LOCALRUN_COMPACT_FANOUT    segments merged per compaction           int 2..1024 (16)
 LOCALRUN_KEEP_REVISIONS    old revisions kept in log/               int >= 1 (64)
 LOCALRUN_KEEP_VERSIONS     versions kept per saved file name        int >= 0, 0 = all (5)
-LOCALRUN_WATCH             how run.save(policy="live") watches      auto/native/poll (auto)
+LOCALRUN_WATCH             how live saves and sync --watch watch    auto/native/poll (auto)
 LOCALRUN_CONSOLE           capture stdout/stderr into the run       1/true/yes, 0/false/no (1)
 LOCALRUN_CONSOLE_MAX_MB    captured output kept per run (rotation)  > 0 (100)
 LOCALRUN_SYSTEM_METRICS    sample CPU, memory, disk, network, GPUs  1/true/yes, 0/false/no (1)

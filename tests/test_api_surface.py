@@ -113,7 +113,12 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "localrun._query_remote": ("localrun._query", "localrun._store", "localrun._settings",
                                "localrun.errors"),
     "localrun._restore": ("localrun._run", "localrun._query", "localrun._store", "localrun.errors"),
-    "localrun._cli": ("localrun",),
+    # sync pushes runs as stored: it reads them through the store, never through the writer
+    "localrun._sync": ("localrun._store", "localrun._query", "localrun._settings",
+                       "localrun.errors"),
+    # the receiving side of sync: an object store of a root, checked with the store's own rules
+    "localrun._server": ("localrun._store", "localrun.errors", "localrun"),
+    "localrun._cli": ("localrun", "localrun._sync", "localrun._server"),  # sync and server
     "localrun._demo": ("localrun",),
     "localrun.integrations": ("localrun",),
     # wandb's names over the public API; _settings only to let LOCALRUN_* beat WANDB_*.

@@ -741,7 +741,6 @@ def test_two_clients_putting_one_object_at_once_leave_one_intact_object(
 HAS_SYNC = importlib.util.find_spec("localrun._sync.replica") is not None
 
 
-@pytest.mark.skipif(not HAS_SYNC, reason="needs `localrun sync` (branch h-sync): runs once merged")
 def test_localrun_sync_to_a_server_makes_a_replica_the_api_reads(
     server: Server, tmp_path: Path
 ) -> None:

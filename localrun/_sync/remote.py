@@ -98,6 +98,12 @@ class ObjectStore(Protocol):
     Keys are POSIX paths relative to the remote root (``<project>/<id>/history/...``). Each
     put is atomic (readers see the whole object or none) and idempotent (putting an object
     that is there with the same size is a no-op).
+
+    Every key is immutable (put-if-absent: a put never changes an object that is there)
+    **except** ``<project>/<id>/manifest.json``, the copy of the newest revision, which a put
+    replaces whatever its size (``fsstore.is_mutable`` says which). The engine looks (``stat``)
+    before it puts, so a store may also simply overwrite immutable keys with the same bytes.
+    A store refuses a key that would leave its root (``fsstore.check_key``) with SyncError.
     """
 
     url: str
