@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-frameworks test-stress test-sync-stress test-install test-swift test-nfs test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
+.PHONY: demo test test-frameworks test-stress test-sync-stress test-install test-servers test-nfs test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo: $(STAMP)
 # The suite people run: about 5 minutes on 2 cores. The slow suites below have targets of their own,
 # and .ci/run runs every one of them.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not frameworks" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not server and not frameworks" tests
 
 # Lightning, Transformers and Accelerate training loops, SIGKILLed and resumed (several minutes).
 test-frameworks: $(STAMP)
@@ -40,10 +40,11 @@ test-sync-stress: $(STAMP)
 test-install: $(STAMP)
 	$(BIN)/python -m pytest -q -m install tests/test_install.py
 
-# S3 against a real OpenStack Swift (and DuckDB's httpfs) that the tests start on loopback;
-# .ci/install-servers installs them (Debian packages and a tools venv; run it once, as root).
-test-swift: $(STAMP)
-	$(BIN)/python -m pytest -q -m swift tests
+# Real servers the tests start on loopback: `localrun server` processes, and S3 against OpenStack
+# Swift (and DuckDB's httpfs); .ci/install-servers installs Swift (Debian packages and a tools
+# venv; run it once, as root).
+test-servers: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m "swift or server" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check localrun tests $(wildcard benchmarks examples)
@@ -95,4 +96,4 @@ dist: $(BIN)/python
 	$(BIN)/pip wheel -q --no-deps -w dist .
 
 clean:
-	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not frameworks" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not server and not frameworks" tests

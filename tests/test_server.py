@@ -34,6 +34,9 @@ from localrun._sync.httpstore import HttpStore
 from localrun.errors import RemoteConflictError, RemoteUnavailableError, SyncError
 from tests.conftest import child_env, run_py, start_at_barrier, track
 
+# Each test starts a real `localrun server` process: minutes in all, so `make test-servers`.
+pytestmark = pytest.mark.server
+
 TOKEN = "t0k3n-for-tests-0123456789abcdef"
 RUN = "proj/run1"
 
