@@ -92,8 +92,7 @@ class Run:
         self._rows: list[Pending] = []  # logged since the last flush; log() appends, flush takes
         self._backlog: list[list[Row]] = []  # taken but not yet written (a failed write keeps them)
         self._pending: list[SegmentEntry] = []  # written but not yet committed segments
-        self._seq = 0
-        self._mine: list[SegmentEntry] = []  # this attempt's segments since the last rewind
+        self._seq = 0  # the next name in this attempt's namespace (flushes and merges)
         # Steps are positional: a row of log()'s hot path is appended without one, and gets
         # "the previous row's step + 1" when a flush resolves it; only a jump (log(step=N) past
         # the current step) is appended with its step. So one list.append, atomic under the GIL
@@ -133,6 +132,7 @@ class Run:
         self._stop = threading.Event()
         self._thread = _daemon(flusher.loop, self, "flush")
         self._heartbeat = _daemon(heartbeat.loop, self, "heartbeat")
+        self._compactor = flusher.Compactor(self)
         hooks.register(self)
 
     # -- identity -------------------------------------------------------------------------
@@ -418,7 +418,6 @@ class Run:
                 self._dirty = True
                 raise
             del self._pending[: len(pending)]
-            self._mine.extend(pending)
             for name, version in files or ():
                 point_latest(self.dir, name, version)
             for old in retired:
@@ -520,7 +519,6 @@ class Run:
             m["last_step"] = step
 
         self._update(apply)
-        self._mine = []  # compaction never merges across a rewind
         with self._lock:
             self._row, self._jump = {}, None
             self._resolved = step
@@ -550,6 +548,7 @@ class Run:
         if not self._finished:
             self._finished = True
             self._fast = False
+            self._stop_compactor(state)
             self._stop.set()
             self._wake.set()
             for thread in (self._thread, self._heartbeat):
@@ -574,6 +573,18 @@ class Run:
         hooks.release(self)
         if state == "finished" and self._marker is not None:
             remove_marker(self._marker)
+
+    def _stop_compactor(self, state: str) -> None:
+        """At a clean finish, commit the rows first, then let the merges that are due complete
+        (the heartbeat still runs: a long merge never makes the owner look gone); at any other
+        end (preemption, an error) stop them unfinished: the final flush must not wait."""
+        drain = state == "finished" and self._error is None
+        if drain:
+            try:
+                self._flush()
+            except LocalrunError:
+                drain = False  # the final flush retries; no merge waits in front of it
+        self._compactor.stop(drain=drain)
 
     def __enter__(self) -> Run:
         return self

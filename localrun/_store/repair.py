@@ -10,6 +10,7 @@ monotonic clock, whatever the wall clocks of the two hosts say.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -18,11 +19,11 @@ from typing import Any
 
 from . import manifest as mf
 from . import revisions, segments
-from .layout import HISTORY, QUARANTINE, inside, parse_segment_name, safe_dir, segment_name
+from .layout import HISTORY, QUARANTINE, inside, parse_segment_name, safe_dir
 from .options import DEFAULT, StoreOptions
 from .records import SegmentEntry
 from .schema import NUMBER, kind_of_arrow
-from .segments import entry_from_footer, footer_meta
+from .segments import compaction_record, entry_from_footer, footer_meta
 
 log = logging.getLogger(__name__)
 
@@ -38,38 +39,59 @@ def mark_crashed(m: mf.Manifest) -> None:
 def adopt_orphans(run_dir: Path, m: mf.Manifest) -> list[str]:
     """Adopt the segments a crashed writer published but never committed (DESIGN §3.2).
 
-    O(orphans), not O(history): a writer numbers its segments consecutively, so the orphans of
-    an attempt are exactly the names after its last listed one. Only the newest attempt's
-    orphans that continue the step sequence are adopted; anything else (a superseded writer's
-    late flush, an unreadable file) is moved to ``quarantine/``, never deleted.
+    One listing of ``history/`` (no probing name by name, which a gap in a writer's numbers
+    would stop, and which costs a lookup per attempt of a run resumed hundreds of times). A
+    writer numbers its files consecutively, so its orphans are the unlisted names after its
+    last listed one. Only the newest attempt's orphans that continue the step sequence are
+    adopted; anything else there (a superseded writer's late flush, an unreadable file, a merge
+    whose commit never happened) is moved to ``quarantine/``, never deleted. A merge's file is
+    never adopted: its rows are in the segments it would have replaced, and a merge of rows
+    that rewinds hide may well look like it continues the steps. Unlisted names below a
+    writer's last listed one (the parts of a merge committed just before a crash) are left to
+    ``verify --repair``: their rows are listed elsewhere.
     """
     hist = safe_dir(run_dir, HISTORY, create=False)  # a symlinked history/ is refused here
     if not hist.is_dir():
         return []
     listed = {s["file"] for s in m["segments"]}
-    newest = max((a["attempt"] for a in m["attempts"]), default=0)
+    attempts = {a["attempt"] for a in m["attempts"]}
+    newest = max(attempts, default=0)
+    frontier: dict[int, int] = {}  # per attempt: the highest seq of its listed file names
+    for rel in listed:
+        parsed = parse_segment_name(rel.rsplit("/", 1)[-1])
+        if parsed is not None:
+            frontier[parsed[0]] = max(frontier.get(parsed[0], -1), parsed[1])
+    found = sorted(
+        (parsed, f"{HISTORY}/{name}")
+        for name in os.listdir(hist)
+        if (parsed := parse_segment_name(name)) is not None
+    )
     adopted: list[str] = []
-    for attempt in sorted({a["attempt"] for a in m["attempts"]}):
-        seqs = [s["seq"] for s in m["segments"] if s["attempt"] == attempt]
-        seq = max(seqs, default=-1) + 1
-        while True:
-            rel = f"{HISTORY}/{segment_name(attempt, seq)}"
-            if not (run_dir / rel).exists():
-                break
-            seq += 1
-            if rel in listed:
-                continue
-            try:
-                entry = entry_from_footer(run_dir, rel)
-            except Exception as exc:  # any unreadable file is quarantined, whatever pyarrow says
-                quarantine(run_dir, rel, f"unreadable: {exc}")
-                continue
-            if attempt != newest or entry["min_step"] <= m["last_step"]:
-                quarantine(run_dir, rel, "it does not continue the run's committed steps")
-                continue
-            _adopt(run_dir, m, entry)
-            adopted.append(rel)
+    for (attempt, seq), rel in found:
+        if rel in listed or attempt not in attempts or seq <= frontier.get(attempt, -1):
+            continue
+        try:
+            entry = entry_from_footer(run_dir, rel)
+            merged = compaction_record(footer_meta(run_dir / rel)) is not None
+        except Exception as exc:  # any unreadable file is quarantined, whatever pyarrow says
+            _set_aside(run_dir, rel, f"unreadable: {exc}")
+            continue
+        if merged:
+            _set_aside(run_dir, rel, "a merge never committed; its rows are in listed segments")
+            continue
+        if attempt != newest or entry["min_step"] <= m["last_step"]:
+            _set_aside(run_dir, rel, "it does not continue the run's committed steps")
+            continue
+        _adopt(run_dir, m, entry)
+        adopted.append(rel)
     return adopted
+
+
+def _set_aside(run_dir: Path, rel: str, why: str) -> None:
+    """:func:`quarantine`, except that a file gone meanwhile (its writer removed its own
+    uncommitted merge) is nothing to set aside."""
+    with contextlib.suppress(FileNotFoundError):
+        quarantine(run_dir, rel, why)
 
 
 def _adopt(run_dir: Path, m: mf.Manifest, entry: SegmentEntry) -> None:
