@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -408,3 +409,32 @@ def test_a_reader_in_another_process_sees_the_same_rows_while_merges_run(
     assert reader.returncode == 0, err
     assert int(out.split()[-1]) >= 3
     assert len(localrun.Api(root).run("p/r").manifest["segments"]) < 20
+
+
+def test_rebuild_from_footers_keeps_merged_rows_once_and_rewinds(root: Path) -> None:
+    """Every revision lost (the last resort): the state is rebuilt from the segments' footers.
+    Merged files say what they replaced and which rewinds they were made under, so leftover
+    parts are set aside and rows hidden by rewinds stay hidden."""
+    _make_attempts(root)
+    _resume_once(root)
+    rdir = root / "p" / "r"
+    m = mf.load(rdir)
+    job = compaction.plan(m, 2)  # one more merge, committed, its parts left (a crash)
+    assert job is not None
+    outputs = compaction.execute(rdir, job, [(14, i) for i in range(job.outputs)], {"id": "r"})
+    mf.update(rdir, lambda s: compaction.swap(s, job, outputs))
+    visible, everything = _views(root)
+    shutil.rmtree(rdir / "log")
+    (rdir / "manifest.json").unlink()
+    api = localrun.Api(root)
+    report = api.verify("p/r", repair=True)[0]
+    assert any("rebuilt" in r for r in report.repaired), report.as_dict()
+    assert _views(root)[0].equals(visible)
+    assert _views(root)[1].equals(everything)
+    assert {p.name for p in (rdir / "quarantine").iterdir()} == {
+        p["file"].replace("/", "__") for p in job.parts
+    }
+    assert api.verify("p/r")[0].ok
+    run = localrun.init(project="p", id="r", resume="must", dir=root)
+    assert run.step == visible.column("_step")[-1].as_py() + 1
+    run.finish()
