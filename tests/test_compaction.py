@@ -79,7 +79,7 @@ def test_readers_keep_reading_while_segments_are_compacted(root: Path) -> None:
     assert proc.returncode == 0 and seen == 400 and reads > 3
 
 
-def test_compaction_never_crosses_a_rewind(root: Path) -> None:
+def test_compaction_across_a_rewind_keeps_the_rows_it_hides(root: Path) -> None:
     result = run_py(
         """
         import localrun

@@ -4,6 +4,9 @@ The thread wakes every ``flush_interval`` seconds (or when ``log()`` reaches ``f
 rows) and calls ``Run._flush``. It outlives any one failed flush (a full disk, a hiccup of
 the NFS server): the rows stay buffered and the next pass retries. It stops for good when the
 run is superseded.
+
+The compactor (:class:`Compactor`) is the attempt's other writer thread: it merges segments,
+across attempts and rewinds, by the policy and format of ``_store/compaction.py``.
 """
 
 from __future__ import annotations
@@ -81,9 +84,14 @@ class Compactor:
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self, drain: bool, timeout: float = 600.0) -> None:
+    def stop(self, drain: bool, timeout: float = 60.0) -> None:
         """Stop the thread before the attempt's final commit; with ``drain``, after the merges
-        that are due (bounded by ``timeout`` seconds, then as without)."""
+        that are due (for at most ``timeout`` seconds, then as without).
+
+        Without: at most a second's wait. A merge still writing then commits nothing (its
+        commit looks at ``_abort`` under the flush lock, which the final commit takes next) and
+        removes its files when it notices, or leaves them to the next resume if the process
+        exits first."""
         if drain and not self._abort:
             self._closing = True
             self._wake.set()
@@ -91,7 +99,7 @@ class Compactor:
         self._abort = True
         self._wake.set()
         if threading.current_thread() is not self._thread:
-            self._thread.join(5.0)
+            self._thread.join(1.0)
 
     def _loop(self) -> None:
         run, stale = self._run, 0
