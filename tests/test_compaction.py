@@ -227,8 +227,13 @@ def test_docs_duckdb_query_gives_history_rows_of_a_merged_run(tmp_path: Path) ->
     root = tmp_path / "localruns"
     _make_attempts(root)
     _resume_once(root)
+    # a rewind recorded after the merge hides rows inside merged segments too
+    run = localrun.init(project="p", id="r", resume="must", dir=root, rewind_to=150)
+    run.log({"loss": -1.0})
+    run.finish()
     stored = localrun.Api(root).run("p/r")
     assert any(s.get("hidden") for s in stored.manifest["segments"])
+    assert any(s.get("level", 0) > 0 and s["max_step"] > 150 for s in stored.manifest["segments"])
     sql = _block("format.md", "sql", "read_parquet")
     cwd = os.getcwd()
     os.chdir(tmp_path)
