@@ -454,8 +454,11 @@ class StoredRun:
         ]
 
     def _segments(self, all_attempts: bool) -> Iterator[tuple[SegmentEntry, int | None]]:
+        """The listed segments in position order, each with its visible bound (None: all of
+        it); segments of which readers see nothing (hidden by rewinds) only ``all_attempts``."""
+        bound_of = mf.visible_bounds(self._m)
         for seg in sorted(self._m["segments"], key=lambda s: (s["attempt"], s["seq"])):
-            bound = None if all_attempts else mf.visible_bound(self._m, seg["attempt"], seg["seq"])
+            bound = None if all_attempts else bound_of(seg["attempt"], seg["seq"])
             if bound is not None and seg["min_step"] > bound:
                 continue
             yield seg, bound
@@ -492,7 +495,10 @@ class StoredRun:
             kinds = {k: kinds.get(k, NUMBER) for k in keys if k not in STEP_COLUMNS}
         schema = arrow_schema(kinds)
         if all_attempts:
+            # _seq (where each row was logged) only orders rows: merged segments hold rows of
+            # many flushes, and a step an attempt logged twice (run.rewind) keeps its order.
             schema = schema.insert(1, pa.field("_attempt", pa.int64()))
+            schema = schema.append(pa.field("_seq", pa.int64()))
         try:
             tables = [
                 self._read_segment(seg, bound, schema, all_attempts)
@@ -504,7 +510,8 @@ class StoredRun:
             return self.history(keys, all_attempts, format)
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         if all_attempts:
-            table = table.sort_by([("_attempt", "ascending"), ("_step", "ascending")])
+            order = [("_attempt", "ascending"), ("_step", "ascending"), ("_seq", "ascending")]
+            table = table.sort_by(order).drop_columns(["_seq"])
         return _convert(table, format)
 
     def _system_history(self, keys: Sequence[str] | None) -> pa.Table:

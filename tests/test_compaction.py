@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
+
 import localrun
-from tests.conftest import run_py, spawn
+from localrun._store import compaction
+from localrun._store import manifest as mf
+from tests.conftest import child_env, run_py, spawn, track
+from tests.test_docs import _block
 
 
 def _listed_and_on_disk(root: Path, path: str) -> tuple[set[str], set[str]]:
@@ -69,7 +79,7 @@ def test_readers_keep_reading_while_segments_are_compacted(root: Path) -> None:
     assert proc.returncode == 0 and seen == 400 and reads > 3
 
 
-def test_compaction_never_crosses_a_rewind(root: Path) -> None:
+def test_compaction_across_a_rewind_keeps_the_rows_it_hides(root: Path) -> None:
     result = run_py(
         """
         import localrun
@@ -120,3 +130,316 @@ def test_sigkill_during_compaction_is_repaired(root: Path) -> None:
         after = api.run("p/r").history().column("_step").to_pylist()
         assert after[: len(steps)] == steps  # repair never loses a committed row; it may
         assert after == list(range(len(after)))  # adopt an orphan that continues the steps
+
+
+# -- across attempts (docs/format.md "Compaction") ------------------------------------------
+
+# Attempts of a preemptible job: each resumes, some from a checkpoint older than the last
+# logged step (rewind_to), one rewinds mid-attempt; flushes every few steps; a string key and
+# a key that only later attempts log (segments of one run differ in columns).
+MAKE_ATTEMPTS = """
+import localrun, sys
+n = int(sys.argv[1]) if len(sys.argv) > 1 else 12
+for k in range(n):
+    kw = {}
+    if k:
+        kw = dict(resume="must")
+        last = localrun.Api().run("p/r").last_step
+        if k % 3 == 1:
+            kw["rewind_to"] = last - 5
+    run = localrun.init(project="p", id="r", flush_interval=3600, **kw)
+    s = run.step
+    for i in range(s, s + 20):
+        row = {"loss": float(i) + 1000 * k}
+        if i % 4 == 0:
+            row["tag"] = f"a{k}-{i}"
+        if k > 5:
+            row["late"] = -float(i)
+        run.log(row)
+        if i % 3 == 0:
+            run.flush()
+        if k == 4 and i == s + 12:
+            run.rewind(s + 6)
+    run.finish()
+"""
+
+
+def _make_attempts(root: Path, n: int = 12, fanout: str = "1024") -> None:
+    """``n`` attempts made by real processes' writers; fanout 1024: nothing is ever merged."""
+    result = run_py(
+        MAKE_ATTEMPTS.replace("sys.argv[1]) if len(sys.argv) > 1 else 12", f"{n})"),
+        root,
+        timeout=300,
+        LOCALRUN_COMPACT_FANOUT=fanout,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _views(root: Path) -> tuple[pa.Table, pa.Table]:
+    stored = localrun.Api(root).run("p/r")
+    return stored.history(), stored.history(all_attempts=True)
+
+
+def _resume_once(root: Path, fanout: str = "4", steps: int = 0) -> None:
+    result = run_py(
+        f"""
+        import localrun
+        run = localrun.init(project="p", id="r", resume="must", flush_interval=3600)
+        for i in range({steps}):
+            run.log({{"loss": 0.5}})
+        run.finish()
+        """,
+        root,
+        LOCALRUN_COMPACT_FANOUT=fanout,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_resumed_run_merges_across_attempts_and_rewinds_with_the_same_rows(root: Path) -> None:
+    _make_attempts(root)
+    stored = localrun.Api(root).run("p/r")
+    before_segments = len(stored.manifest["segments"])
+    visible, everything = _views(root)
+    assert stored.manifest["rewinds"] and everything.num_rows > visible.num_rows
+    _resume_once(root)  # the new attempt merges the earlier ones' segments
+    stored = localrun.Api(root).run("p/r")
+    segs = stored.manifest["segments"]
+    assert len(segs) < before_segments / 4
+    assert {s["attempt"] for s in segs if not s.get("hidden")} != {13}  # merged across attempts
+    assert any(s.get("hidden") for s in segs)  # rows the rewinds hide: kept, not deleted
+    after_visible, after_everything = _views(root)
+    assert after_visible.equals(visible)  # rows hidden by a rewind stay hidden
+    assert after_everything.equals(everything)  # and all_attempts shows them, with _attempt
+    listed, on_disk = _listed_and_on_disk(root, "p/r")
+    assert listed == on_disk  # the replaced files are removed (after the commit)
+    assert localrun.Api(root).verify("p/r")[0].ok
+    # a later rewind still applies to merged segments, and resume continues after it
+    run = localrun.init(project="p", id="r", resume="must", dir=root, rewind_to=10)
+    assert run.step == 11
+    run.log({"loss": -1.0})
+    run.finish()
+    table = localrun.Api(root).run("p/r").history(["loss"])
+    assert table.column("_step").to_pylist() == list(range(12))
+    assert table.column("loss").to_pylist() == [*visible.column("loss").to_pylist()[:11], -1.0]
+
+
+def test_docs_duckdb_query_gives_history_rows_of_a_merged_run(tmp_path: Path) -> None:
+    root = tmp_path / "localruns"
+    _make_attempts(root)
+    _resume_once(root)
+    # a rewind recorded after the merge hides rows inside merged segments too
+    run = localrun.init(project="p", id="r", resume="must", dir=root, rewind_to=150)
+    run.log({"loss": -1.0})
+    run.finish()
+    stored = localrun.Api(root).run("p/r")
+    assert any(s.get("hidden") for s in stored.manifest["segments"])
+    assert any(s.get("level", 0) > 0 and s["max_step"] > 150 for s in stored.manifest["segments"])
+    sql = _block("format.md", "sql", "read_parquet")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        rows = duckdb.sql(sql).fetchall()
+    finally:
+        os.chdir(cwd)
+    table = stored.history(["loss"])
+    assert rows == [
+        ("p", "r", step, loss)
+        for step, loss in zip(
+            table.column("_step").to_pylist(), table.column("loss").to_pylist(), strict=True
+        )
+    ]
+
+
+def test_many_attempts_end_in_as_few_segments_as_one_attempt(root: Path) -> None:
+    result = run_py(
+        """
+        import localrun
+        for k in range(20):
+            kw = dict(resume="must") if k else {}
+            run = localrun.init(project="p", id="r", flush_interval=3600, **kw)
+            for _ in range(10):
+                run.log({"x": 1.0}); run.flush()
+            run.finish()
+        run = localrun.init(project="p", id="once", flush_interval=3600)
+        for _ in range(200):
+            run.log({"x": 1.0}); run.flush()
+        run.finish()
+        """,
+        root,
+        timeout=300,
+        LOCALRUN_COMPACT_FANOUT="4",
+    )
+    assert result.returncode == 0, result.stderr
+    api = localrun.Api(root)
+    levels = [
+        sorted(s.get("level", 0) for s in api.run(p).manifest["segments"])
+        for p in ("p/r", "p/once")
+    ]
+    assert levels[0] == levels[1] == [1, 1, 3, 3, 3]  # 200 flushes = 3 * 4**3 + 2 * 4
+    assert api.run("p/r").history(["x"]).column("_step").to_pylist() == list(range(200))
+
+
+def test_a_merge_never_committed_is_never_adopted(root: Path) -> None:
+    """SIGKILL after a merge's files are written, before its commit: they are orphans of the
+    newest attempt, and the hidden one (rows a rewind hid, above the last step) looks like it
+    continues the run. Resume sets both aside; every row is counted once, hidden ones hidden."""
+    result = run_py(
+        """
+        import localrun
+        run = localrun.init(project="p", id="r", flush_interval=3600)
+        for i in range(30):
+            run.log({"x": float(i)})
+            if i % 4 == 3:
+                run.flush()
+        run.finish()
+        localrun.init(project="p", id="r", resume="must", rewind_to=19).finish()
+        """,
+        root,
+        LOCALRUN_COMPACT_FANOUT="1024",
+    )
+    assert result.returncode == 0, result.stderr
+    visible, everything = _views(root)
+    rdir = root / "p" / "r"
+    m = mf.load(rdir)
+    dead = tuple(s for s in m["segments"] if s["min_step"] > 19)  # all their rows hidden
+    job = compaction.Job(
+        dead, hidden=True, level=1, rewinds=compaction.rewind_keys(m), splits=False
+    )
+    outputs = compaction.execute(rdir, job, [(2, 0)], {"project": "p", "id": "r"})
+    assert outputs[0]["min_step"] == 20 > m["last_step"]  # looks like it continues the run
+    _resume_once(root, fanout="1024")  # the orphans are the newest attempt's, after its last
+    assert _views(root)[0].equals(visible)
+    assert _views(root)[1].equals(everything)
+    quarantined = {p.name for p in (rdir / "quarantine").iterdir()}
+    assert {o["file"].replace("/", "__") for o in outputs} <= quarantined
+    assert localrun.Api(root).verify("p/r")[0].ok
+
+
+def test_crash_between_the_commit_and_removing_the_parts(root: Path) -> None:
+    """SIGKILL after the merge's revision, before the replaced files are removed: they are
+    unlisted; nothing adopts them, repair sets them aside, rows are counted once."""
+    _make_attempts(root)
+    visible, everything = _views(root)
+    rdir = root / "p" / "r"
+    m = mf.load(rdir)
+    job = compaction.plan(m, 4)
+    assert job is not None
+    newest = max(a["attempt"] for a in m["attempts"])
+    outputs = compaction.execute(
+        rdir, job, [(newest, 900 + i) for i in range(job.outputs)], {"project": "p"}
+    )
+    mf.update(rdir, lambda s: compaction.swap(s, job, outputs))  # committed; parts still there
+    assert all((rdir / p["file"]).exists() for p in job.parts)
+    _resume_once(root, fanout="1024")
+    assert _views(root)[0].equals(visible)
+    assert _views(root)[1].equals(everything)
+    api = localrun.Api(root)
+    assert not api.verify("p/r")[0].ok  # the leftover parts are reported
+    api.verify("p/r", repair=True)
+    assert api.verify("p/r")[0].ok
+    assert _views(root)[0].equals(visible) and _views(root)[1].equals(everything)
+
+
+def test_sigkill_while_merging_across_attempts(root: Path) -> None:
+    """Killed while a merge is being written (its temp file is there): resume and repair
+    keep every row once, hidden rows hidden."""
+    _make_attempts(root, n=30)
+    visible, everything = _views(root)
+    rdir = root / "p" / "r"
+    caught = 0
+    for _ in range(6):
+        proc = spawn(
+            """
+            import localrun, time
+            run = localrun.init(project="p", id="r", resume="must", flush_interval=3600)
+            time.sleep(30)
+            """,
+            root,
+            LOCALRUN_COMPACT_FANOUT="2",
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            hist = rdir / "history"
+            if any(".tmp-" in p.name and f"-{proc.pid}-" in p.name for p in hist.iterdir()):
+                proc.kill()  # mid-merge: a merged file is being written
+                caught += 1
+                break
+        proc.kill()
+        proc.wait()
+        assert _views(root)[0].equals(visible)
+        assert _views(root)[1].equals(everything)
+    assert caught >= 1
+    _resume_once(root, fanout="1024")
+    api = localrun.Api(root)
+    api.verify("p/r", repair=True)
+    assert api.verify("p/r")[0].ok
+    assert _views(root)[0].equals(visible) and _views(root)[1].equals(everything)
+
+
+READER = """
+import os, sys, localrun
+api = localrun.Api()
+def views():
+    run = api.run("p/r")
+    return run.history(), run.history(all_attempts=True)
+expected = views()
+print("ready", flush=True)
+reads = 0
+while not os.path.exists(sys.argv[1]) or reads < 3:
+    got = views()
+    assert got[0].equals(expected[0]), "visible rows changed"
+    assert got[1].equals(expected[1]), "all_attempts rows changed"
+    reads += 1
+print("reads", reads, flush=True)
+"""
+
+
+def test_a_reader_in_another_process_sees_the_same_rows_while_merges_run(
+    root: Path, tmp_path: Path
+) -> None:
+    _make_attempts(root, n=20)
+    done = tmp_path / "done"
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(done)],
+        env=child_env(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    track(reader)
+    assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
+    _resume_once(root, fanout="2")  # cascades of merges, each committed, then parts removed
+    done.touch()
+    out, err = reader.communicate(timeout=120)
+    assert reader.returncode == 0, err
+    assert int(out.split()[-1]) >= 3
+    assert len(localrun.Api(root).run("p/r").manifest["segments"]) < 20
+
+
+def test_rebuild_from_footers_keeps_merged_rows_once_and_rewinds(root: Path) -> None:
+    """Every revision lost (the last resort): the state is rebuilt from the segments' footers.
+    Merged files say what they replaced and which rewinds they were made under, so leftover
+    parts are set aside and rows hidden by rewinds stay hidden."""
+    _make_attempts(root)
+    _resume_once(root)
+    rdir = root / "p" / "r"
+    m = mf.load(rdir)
+    job = compaction.plan(m, 2)  # one more merge, committed, its parts left (a crash)
+    assert job is not None
+    outputs = compaction.execute(rdir, job, [(14, i) for i in range(job.outputs)], {"id": "r"})
+    mf.update(rdir, lambda s: compaction.swap(s, job, outputs))
+    visible, everything = _views(root)
+    shutil.rmtree(rdir / "log")
+    (rdir / "manifest.json").unlink()
+    api = localrun.Api(root)
+    report = api.verify("p/r", repair=True)[0]
+    assert any("rebuilt" in r for r in report.repaired), report.as_dict()
+    assert _views(root)[0].equals(visible)
+    assert _views(root)[1].equals(everything)
+    assert {p.name for p in (rdir / "quarantine").iterdir()} == {
+        p["file"].replace("/", "__") for p in job.parts
+    }
+    assert api.verify("p/r")[0].ok
+    run = localrun.init(project="p", id="r", resume="must", dir=root)
+    assert run.step == visible.column("_step")[-1].as_py() + 1
+    run.finish()

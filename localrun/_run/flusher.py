@@ -4,21 +4,26 @@ The thread wakes every ``flush_interval`` seconds (or when ``log()`` reaches ``f
 rows) and calls ``Run._flush``. It outlives any one failed flush (a full disk, a hiccup of
 the NFS server): the rows stay buffered and the next pass retries. It stops for good when the
 run is superseded.
+
+The compactor (:class:`Compactor`) is the attempt's other writer thread: it merges segments,
+across attempts and rewinds, by the policy and format of ``_store/compaction.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from .._store import compaction
 from .._store import manifest as mf
-from .._store import segments
 from .._store.layout import inside
 from .._store.records import SegmentEntry
 from ..errors import RunSupersededError
+from .heartbeat import beat_owner
 
 if TYPE_CHECKING:
     from .run import Run
@@ -44,28 +49,132 @@ def loop(run: Run) -> None:
 
 
 def compact(run: Run, meta: dict[str, Any]) -> None:
-    """Tiered compaction of this attempt's newest segments (docs/format.md).
+    """After a flush's commit: let the run's compactor look at the new state (never waits)."""
+    run._compactor.wake()
 
-    When the tail holds FANOUT segments of one level, they become one segment of the next
-    level: the manifest stays short (a run flushing every 2 s for days would otherwise list
-    100,000 segments and rewrite them all on every flush), and each row is rewritten only
-    log_FANOUT(rows) times. Never across a rewind: ``_mine`` restarts at each one. The old
-    files are removed only after the manifest lists the merged one instead.
+
+class Compactor:
+    """The attempt's compaction thread (policy and format: ``_store/compaction.py``).
+
+    Who merges: the attempt that owns the run, in the background, right after ``init`` (so a
+    resumed run's earlier attempts are merged while the new one trains, and ``init`` stays as
+    fast as before) and after each flush. A thread of its own, not the flush thread: a merge of
+    millions of rows takes seconds, and the flush thread must keep up with ``log()``.
+
+    Every commit is the writer's (fenced, under the flush lock, which also orders it with the
+    final flush that releases the lease): a merge committed after the end of its attempt would
+    be fenced out. ``finish`` lets the due merges complete (a short attempt still leaves its run
+    compacted for the next); any other end (preemption, an error) stops at the next check and
+    removes the merge's uncommitted files, which no revision ever listed.
     """
-    fanout = run._settings.compact_fanout
-    while len(run._mine) >= fanout:
-        level = int(run._mine[-1].get("level", 0))
-        group = run._mine[-fanout:]
-        if any(int(e.get("level", 0)) != level for e in group):
+
+    _STALE_LIMIT = 3  # merges planned on a state that changed before their commit, in a row
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._wake = threading.Event()
+        self._closing = False  # finish: merge what is due, then stop
+        self._abort = False  # any other end: stop at the next check, commit nothing more
+        self._thread = threading.Thread(
+            target=self._loop, name=f"localrun-compact-{run.id}", daemon=True
+        )
+        self._thread.start()
+        self.wake()  # a resumed run: its earlier attempts' segments may be due already
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, drain: bool, timeout: float = 60.0) -> None:
+        """Stop the thread before the attempt's final commit; with ``drain``, after the merges
+        that are due (for at most ``timeout`` seconds, then as without).
+
+        Without: at most a second's wait. A merge still writing then commits nothing (its
+        commit looks at ``_abort`` under the flush lock, which the final commit takes next) and
+        removes its files when it notices, or leaves them to the next resume if the process
+        exits first."""
+        if drain and not self._abort:
+            self._closing = True
+            self._wake.set()
+            self._thread.join(timeout)
+        self._abort = True
+        self._wake.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(1.0)
+
+    def _loop(self) -> None:
+        run, stale = self._run, 0
+        while not self._abort:
+            self._wake.wait()
+            self._wake.clear()
+            while not self._abort and os.getpid() == run._pid:
+                try:
+                    outcome = self._merge_once()
+                except (RunSupersededError, compaction.Stopped):
+                    return
+                except Exception as exc:  # a damaged part, a full disk: stop trying this attempt
+                    log.warning("localrun: compaction of %s failed, stopped: %s", run.path, exc)
+                    return
+                if outcome is None:
+                    break
+                stale = 0 if outcome else stale + 1
+                if stale >= self._STALE_LIMIT:
+                    return
+            if self._closing:
+                return
+
+    def _merge_once(self) -> bool | None:
+        """Plan, write and commit one merge: None when nothing is due, False when the state
+        changed under it (nothing committed; plan again), True when it is committed."""
+        run = self._run
+        job = compaction.plan(mf.load(run.dir), run._settings.compact_fanout)
+        if job is None:
+            return None
+        with run._flush_lock:  # names are taken in order with the flushes' (one namespace)
+            if self._abort or run._ended:
+                raise compaction.Stopped
+            names = [(run.attempt, run._seq + i) for i in range(job.outputs)]
+            run._seq += job.outputs
+        with run._lock:
+            config = run._config.as_dict()
+        meta = {"project": run.project, "id": run.id, "attempt": run.attempt, "config": config}
+        outputs = compaction.execute(run.dir, job, names, meta, stop=lambda: self._abort)
+        committed = False
+        try:
+            with run._flush_lock:
+                if self._abort or run._ended:
+                    raise compaction.Stopped
+
+                def change(m: mf.Manifest) -> None:
+                    if not compaction.still_valid(m, job):
+                        raise _Stale
+                    compaction.swap(m, job, outputs)
+                    beat_owner(m)
+
+                run._update(change)
+                committed = True
+        except _Stale:
+            pass
+        finally:
+            if not committed and not run._error:
+                self._discard(outputs)
+        if not committed:
+            return False
+        for part in job.parts:  # only now: the revision that replaces them is committed
+            inside(run.dir, part["file"], "segment").unlink(missing_ok=True)
+        return True
+
+    def _discard(self, outputs: list[SegmentEntry]) -> None:
+        """Remove a merge's files that no revision lists (checked on the newest one: a commit
+        can fail after its revision is in place, when refreshing the manifest copy)."""
+        run = self._run
+        try:
+            listed = {s["file"] for s in mf.load(run.dir)["segments"]}
+        except Exception:  # cannot tell: leave them; resume and verify set orphans aside
             return
-        merged = segments.merge(run.dir, group, run.attempt, run._seq, level + 1, meta)
-        run._seq += 1
-        old = {e["file"] for e in group}
+        for e in outputs:
+            if e["file"] not in listed:
+                inside(run.dir, e["file"], "segment").unlink(missing_ok=True)
 
-        def swap(m: mf.Manifest, old: set[str] = old, merged: SegmentEntry = merged) -> None:
-            m["segments"] = [s for s in m["segments"] if s["file"] not in old] + [merged]
 
-        run._update(swap)
-        run._mine[-fanout:] = [merged]
-        for rel in old:
-            inside(run.dir, rel, "segment").unlink(missing_ok=True)
+class _Stale(Exception):
+    """The run's state changed between planning a merge and committing it."""

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import _settings
 from .._store import manifest as mf
@@ -88,6 +88,24 @@ def _collect_context(run: Run) -> None:
     run._dirty = True
 
 
+_E = TypeVar("_E", ConsoleEntry, SystemEntry)
+
+
+def _publish_next(write: Callable[[int], _E], seq: int) -> _E:
+    """Publish a console chunk or system segment at the first free ``seq`` from ``seq`` on.
+
+    Unlike a history segment, a taken name here is not another writer's: it is one left by an
+    earlier life of this attempt number (a run rebuilt from its segments numbers attempts from
+    them, and an attempt that wrote no segment is forgotten), so the next name is as good.
+    """
+    for candidate in range(seq, seq + 10_000):
+        try:
+            return write(candidate)
+        except FileExistsError:
+            continue
+    raise StorageError(f"no free name after {seq} for a console chunk or system segment")
+
+
 def _sample_system(run: Run) -> None:
     """Every ``system_interval`` seconds one sample into ``run._system_rows``, and one more as
     the run stops, so even a short run has a sample covering its life."""
@@ -136,8 +154,7 @@ class Run:
         self._rows: list[Pending] = []  # logged since the last flush; log() appends, flush takes
         self._backlog: list[list[Row]] = []  # taken but not yet written (a failed write keeps them)
         self._pending: list[SegmentEntry] = []  # written but not yet committed segments
-        self._seq = 0
-        self._mine: list[SegmentEntry] = []  # this attempt's segments since the last rewind
+        self._seq = 0  # the next name in this attempt's namespace (flushes and merges)
         # Steps are positional: a row of log()'s hot path is appended without one, and gets
         # "the previous row's step + 1" when a flush resolves it; only a jump (log(step=N) past
         # the current step) is appended with its step. So one list.append, atomic under the GIL
@@ -180,6 +197,7 @@ class Run:
         self._thread = _daemon(flusher.loop, self, "flush")
         self._heartbeat = _daemon(heartbeat.loop, self, "heartbeat")
         self._context_thread = _daemon(_collect_context, self, "context")
+        self._compactor = flusher.Compactor(self)
         self._system_rows: list[tuple[float, float, dict[str, float]]] = []
         self._system_seq = 0
         self._system_pending: list[SystemEntry] = []
@@ -328,13 +346,10 @@ class Run:
         if self._capture is None or not self._capture:
             return
         text = self._capture.take()
-        try:
-            entry = write_chunk(self.dir, self.attempt, self._console_seq, text)
-        except FileExistsError:
-            raise self._superseded(
-                "a console chunk of this attempt was written by another process"
-            ) from None
-        self._console_seq += 1
+        entry = _publish_next(
+            lambda seq: write_chunk(self.dir, self.attempt, seq, text), self._console_seq
+        )
+        self._console_seq = entry["seq"] + 1
         self._console_pending.append(entry)
 
     def _system_due(self) -> bool:
@@ -354,18 +369,21 @@ class Run:
         del rows[: len(batch)]
         entries = [*self._system_mine, *self._system_pending]
         if len(entries) + 1 >= SYSTEM_MERGE_AT and not self._system_pending:
-            entry = system_store.merge(
-                self.dir, entries, system_store.to_table(batch), self.attempt, self._system_seq
+            table = system_store.to_table(batch)
+            entry = _publish_next(
+                lambda seq: system_store.merge(self.dir, entries, table, self.attempt, seq),
+                self._system_seq,
             )
-            self._system_seq += 1
+            self._system_seq = entry["seq"] + 1
             self._system_mine = []
             self._system_pending.append(entry)
             self._system_replaced.extend(entries)
             return
-        entry = system_store.write(
-            self.dir, self.attempt, self._system_seq, system_store.to_table(batch)
+        table = system_store.to_table(batch)
+        entry = _publish_next(
+            lambda seq: system_store.write(self.dir, self.attempt, seq, table), self._system_seq
         )
-        self._system_seq += 1
+        self._system_seq = entry["seq"] + 1
         self._system_pending.append(entry)
 
     def _release_console(self) -> None:
@@ -558,7 +576,6 @@ class Run:
                 self._dirty = True
                 raise
             del self._pending[: len(pending)]
-            self._mine.extend(pending)
             if context is not None:
                 self._context_committed = True
             del self._console_pending[: len(chunks)]
@@ -670,7 +687,6 @@ class Run:
             m["last_step"] = step
 
         self._update(apply)
-        self._mine = []  # compaction never merges across a rewind
         with self._lock:
             self._row, self._jump = {}, None
             self._resolved = step
@@ -700,6 +716,7 @@ class Run:
         if not self._finished:
             self._finished = True
             self._fast = False
+            self._stop_compactor(state)
             self._stop.set()
             self._wake.set()
             for thread in (self._thread, self._heartbeat):
@@ -731,6 +748,18 @@ class Run:
         hooks.release(self)
         if state == "finished" and self._marker is not None:
             remove_marker(self._marker)
+
+    def _stop_compactor(self, state: str) -> None:
+        """At a clean finish, commit the rows first, then let the merges that are due complete
+        (the heartbeat still runs: a long merge never makes the owner look gone); at any other
+        end (preemption, an error) stop them unfinished: the final flush must not wait."""
+        drain = state == "finished" and self._error is None
+        if drain:
+            try:
+                self._flush()
+            except LocalrunError:
+                drain = False  # the final flush retries; no merge waits in front of it
+        self._compactor.stop(drain=drain)
 
     def __enter__(self) -> Run:
         return self

@@ -7,6 +7,7 @@ change is :func:`update`: read the newest revision, apply a change, commit the n
 
 from __future__ import annotations
 
+import bisect
 import math
 import secrets
 import time
@@ -190,5 +191,25 @@ def visible_bound(m: Manifest, attempt: int, seq: int) -> int | None:
     A rewind ``{attempt, seq, step}`` hides, in every segment written before it (a smaller
     ``(attempt, seq)``), the rows whose step is above ``step``.
     """
-    bounds = [r["step"] for r in m.get("rewinds", []) if (attempt, seq) < (r["attempt"], r["seq"])]
-    return min(bounds) if bounds else None
+    return visible_bounds(m)(attempt, seq)
+
+
+def visible_bounds(m: Manifest) -> Callable[[int, int], int | None]:
+    """:func:`visible_bound` for many segments of one state: O(log rewinds) per segment.
+
+    A run resumed from checkpoints hundreds of times holds hundreds of rewinds, and readers and
+    the compaction planner ask for the bound of every listed segment; the naive scan would be
+    O(segments x rewinds) on every ``history()`` call.
+    """
+    rewinds = sorted((r["attempt"], r["seq"], r["step"]) for r in m.get("rewinds", []))
+    keys = [(a, s) for a, s, _ in rewinds]
+    suffix: list[int | None] = [None] * (len(rewinds) + 1)  # min step of rewinds[i:]
+    for i in range(len(rewinds) - 1, -1, -1):
+        after = suffix[i + 1]
+        step = rewinds[i][2]
+        suffix[i] = step if after is None else min(step, after)
+
+    def bound(attempt: int, seq: int) -> int | None:
+        return suffix[bisect.bisect_right(keys, (attempt, seq))]
+
+    return bound

@@ -43,7 +43,15 @@ class Attempt(TypedDict, total=False):
 
 
 class SegmentEntry(TypedDict, total=False):
-    """A committed segment: ``history/<attempt>-<seq>.parquet`` and its step range."""
+    """A committed segment: a Parquet file under ``history/`` and its step range.
+
+    ``(attempt, seq)`` is the segment's *position*, the order rewinds are judged in. A flush's
+    file is named after its position (``history/<attempt>-<seq>.parquet``); a compacted
+    segment's file is named in the namespace of the attempt that wrote it, and its position is
+    one of the positions it replaces (``_store/compaction.py``). ``level``: 0 (or absent) for a
+    flush, higher for a compacted segment. ``hidden``: present (true) on a segment compaction
+    made of rows rewinds hide, which readers show only with ``all_attempts``.
+    """
 
     file: str
     attempt: int
@@ -53,6 +61,7 @@ class SegmentEntry(TypedDict, total=False):
     max_step: int
     bytes: int
     level: int
+    hidden: bool
 
 
 class Rewind(TypedDict):

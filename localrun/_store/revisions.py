@@ -222,6 +222,14 @@ def newest(run_dir: Path, at_least: int = 0, committing: bool = False) -> Snapsh
     raise RunNotFoundError(f"no run at {run_dir} (no {LOG}/ and no {MANIFEST})")
 
 
+def encode(m: Manifest) -> bytes:
+    """A revision's bytes: compact JSON. ``indent`` would make ``json`` use its pure-Python
+    encoder, 4x slower: a run resumed 100 times holds 100 attempts, and every commit (each
+    flush, heartbeat and resume) encodes the whole state twice (the revision and its copy).
+    ``python -m json.tool manifest.json`` shows it indented."""
+    return json.dumps(m, sort_keys=True, allow_nan=False, separators=(",", ":")).encode()
+
+
 def publish(run_dir: Path, head: int, m: Manifest) -> int:
     """Commit ``m`` as revision ``head + 1``; :class:`Conflict` if another process got there.
 
@@ -232,7 +240,7 @@ def publish(run_dir: Path, head: int, m: Manifest) -> int:
     m["rev"] = rev
     m["format"] = FORMAT_VERSION
     m["updated"] = time.time()
-    payload = json.dumps(m, indent=1, sort_keys=True, allow_nan=False).encode()
+    payload = encode(m)
 
     def write(path: Path) -> None:
         path.write_bytes(payload)
@@ -256,7 +264,7 @@ def write_copy(run_dir: Path, m: Manifest) -> None:
     never reads the copy of a format-2 run. A replace that stalls (another client holding the
     file open on NFSv4) or fails delays nobody's commit and loses nothing.
     """
-    payload = json.dumps(m, indent=1, sort_keys=True, allow_nan=False).encode()
+    payload = encode(m)
 
     def write(path: Path) -> None:
         path.write_bytes(payload)

@@ -22,6 +22,8 @@ from .records import SegmentEntry
 from .safe_io import open_inside, open_regular
 
 META_KEY = b"localrun"
+COMPACTION = "compaction"  # the record a merged segment carries in its footer metadata
+ORIGIN = ("_attempt", "_seq")  # per-row origin columns of a merged segment
 # What reading a damaged segment raises, whatever pyarrow makes of it (ArrowInvalid is a
 # ValueError, ArrowIOError an OSError); a missing file is FileNotFoundError, caught before.
 DAMAGE_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError, KeyError, IndexError)
@@ -101,31 +103,11 @@ def write(
     }
 
 
-def merge(
-    run_dir: Path,
-    entries: list[SegmentEntry],
-    attempt: int,
-    seq: int,
-    level: int,
-    meta: dict[str, Any],
-) -> SegmentEntry:
-    """Write the rows of ``entries`` (consecutive segments of one attempt) as one segment.
-
-    Compaction: it keeps the manifest short for runs that flush every few seconds for days.
-    The caller commits the new entry in place of the old ones, then removes the old files.
-    """
-    tables = [read_table(run_dir, e["file"]) for e in entries]
-    merged = pa.concat_tables(
-        [t.replace_schema_metadata(None) for t in tables], promote_options="default"
-    )
-    entry = write(run_dir, attempt, seq, merged, meta)
-    entry["level"] = level
-    return entry
-
-
 def entry_from_footer(run_dir: Path, rel: str) -> SegmentEntry:
     """Rebuild a manifest entry from a segment's footer alone (O(1) in the run's length).
 
+    A merged segment's position, level and hiddenness come from its footer's ``compaction``
+    record (its name is in the namespace of the attempt that merged it, not its position).
     Raises on a file that is not a complete, readable segment.
     """
     path = run_dir / rel
@@ -146,7 +128,7 @@ def entry_from_footer(run_dir: Path, rel: str) -> SegmentEntry:
         hi = st.max if hi is None else max(hi, st.max)
     if md.num_rows == 0 or lo is None or hi is None:
         raise ValueError(f"{path.name} has no rows")
-    return {
+    entry: SegmentEntry = {
         "file": rel,
         "attempt": parsed[0],
         "seq": parsed[1],
@@ -155,6 +137,31 @@ def entry_from_footer(run_dir: Path, rel: str) -> SegmentEntry:
         "max_step": int(hi),
         "bytes": size,
     }
+    raw = (md.metadata or {}).get(META_KEY)
+    rec = compaction_record(json.loads(raw)) if raw else None
+    if rec is not None:
+        entry["attempt"], entry["seq"] = int(rec["attempt"]), int(rec["seq"])
+        entry["level"] = int(rec.get("level", 0))
+        if rec.get("hidden"):
+            entry["hidden"] = True
+    return entry
+
+
+def compaction_record(meta: object) -> dict[str, Any] | None:
+    """The ``compaction`` record of a segment's footer metadata, or None for a flush's segment.
+
+    It says what the merged file is (position, level, hidden), which files it replaced
+    (``parts``), which flushes' rows it holds (``origins``: ``[attempt, first seq, last seq]``),
+    its ``partner`` (the other file of the same merge) and the rewinds it was made under.
+    """
+    rec = meta.get(COMPACTION) if isinstance(meta, dict) else None
+    if not isinstance(rec, dict):
+        return None
+    if not all(
+        isinstance(rec.get(k), int) and not isinstance(rec.get(k), bool) for k in ("attempt", "seq")
+    ):
+        raise ValueError("its compaction record has no position")
+    return rec
 
 
 def footer_meta(path: Path) -> dict[str, Any]:
@@ -168,9 +175,11 @@ def footer_meta(path: Path) -> dict[str, Any]:
 def read_rows(f: BinaryIO, seg: SegmentEntry, bound: int | None, schema: pa.Schema) -> pa.Table:
     """The rows of an open listed segment in the run's ``schema`` (what ``history()`` reads).
 
-    Rows above ``bound`` (a rewind) are left out. A file that is not what the manifest lists
-    (no ``_step``, other rows, a column of another kind) raises ``ValueError``; damaged Parquet
-    raises whatever pyarrow does: the caller turns :data:`DAMAGE_ERRORS` into :func:`damaged`.
+    Rows above ``bound`` (a rewind) are left out. ``_attempt`` and ``_seq`` in ``schema`` are
+    where each row was logged: a merged segment's columns, else the flush's position. A file
+    that is not what the manifest lists (no ``_step``, other rows, a column of another kind)
+    raises ``ValueError``; damaged Parquet raises whatever pyarrow does: the caller turns
+    :data:`DAMAGE_ERRORS` into :func:`damaged`.
     """
     pf = pq.ParquetFile(f)
     types = {field.name: field.type for field in pf.schema_arrow}
@@ -188,8 +197,10 @@ def read_rows(f: BinaryIO, seg: SegmentEntry, bound: int | None, schema: pa.Sche
     n = table.num_rows
     arrays = []
     for field in schema:
-        if field.name == "_attempt":
-            arrays.append(pa.array([seg["attempt"]] * n, pa.int64()))
+        if field.name in ORIGIN and field.name not in types:
+            # A flush's rows all come from its position; a merged segment has them per row.
+            value = seg["attempt"] if field.name == "_attempt" else seg["seq"]
+            arrays.append(pa.repeat(pa.scalar(value, pa.int64()), n))
         elif field.name in types:
             arrays.append(table.column(field.name).cast(field.type))
         else:

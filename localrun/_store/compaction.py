@@ -1,0 +1,301 @@
+"""Compaction: fewer, larger segments, across attempts and rewinds, with no visible row changed.
+
+Why: a run resumed from checkpoints hundreds of times (preemptible jobs) lists segments of
+every attempt; each ``history()`` opens every one of them and each commit rewrites the list.
+Merging them makes a run resumed 100 times read and resume like one written once.
+
+The plan (:func:`plan`, pure), the merge (:func:`execute`) and the check at commit
+(:func:`still_valid`, :func:`swap`) live here in the store, so that verify, repair and sync
+understand what compaction writes; the writer (``_run/flusher.py``) decides when, names the
+files and commits.
+
+What a merge writes, and why readers need no new rule
+-----------------------------------------------------
+Readers judge each listed segment by its *position* ``(attempt, seq)`` (docs/format.md): a
+rewind hides, in every segment positioned before it, the rows above its step. A merge of the
+consecutive segments ``p1 .. q`` (in position order, across attempts) writes
+
+* a **visible** segment positioned at ``q``: every row of the parts that no rewind positioned
+  inside the window (after the row's part, at or before ``q``) hides. Rewinds after ``q``,
+  recorded already or later, apply to it as they applied to every part (each part is before
+  them), so it holds the same visible rows as its parts, now and after any later rewind. Its
+  steps are strictly increasing: they are the history as seen when ``q`` was the newest segment.
+* a **hidden** segment, only when the inner rewinds hide rows: those rows, positioned at the
+  first part that gave one. Each of them is above the bound of its own part, and a bound only
+  falls as the position moves earlier, so the rule hides all of it: readers skip it without
+  opening it, ``history(all_attempts=True)`` shows it. Hidden segments merge among themselves
+  the same way, positioned at their first part: still hidden.
+
+So the one rule (``manifest.visible_bound``), the DuckDB query of docs/format.md and localrun
+readers of earlier versions see exactly the rows they saw before the merge; nothing is deleted
+(hiding, not deleting, is the contract), and the replaced files are removed only after the
+revision listing the merge is committed.
+
+Each row of a merged segment keeps where it was logged, in the columns ``_attempt`` and
+``_seq`` (the position of the flush that wrote it): ``all_attempts`` labels and orders rows as
+before, and the footer's ``compaction`` record (position, parts, origins, rewinds) lets
+``verify --repair`` tell which files a merge replaced even when every revision is lost.
+
+Which segments (the policy)
+---------------------------
+Tiered, fanout F: the first run of F consecutive visible-history segments of one level becomes
+one segment of the next level; then the same among hidden segments. Levels count over the whole
+run, not per attempt, so 100 attempts of 10 flushes end in the same few segments as one attempt
+of 1,000 flushes, and each row is rewritten about log_F(flushes) times. "The first run" (not
+"the last") makes the result the same whenever the compactor gets to it: a merge sits at its
+last part's position, before any newer segment.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import manifest as mf
+from . import segments
+from .layout import HISTORY, inside, segment_name
+from .records import Revision, SegmentEntry
+from .segments import COMPACTION
+
+ORIGIN = segments.ORIGIN
+Position = tuple[int, int]
+RewindKey = tuple[int, int, int]  # (attempt, seq, step)
+
+
+class Stopped(Exception):
+    """The writer asked the merge to stop (its attempt is ending)."""
+
+
+def position(entry: SegmentEntry) -> Position:
+    return (entry["attempt"], entry["seq"])
+
+
+def level(entry: SegmentEntry) -> int:
+    return int(entry.get("level", 0))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One merge: ``parts`` (consecutive in position order) become one segment of ``level``.
+
+    ``rewinds``: the run's rewinds when planned; the commit re-checks them (:func:`still_valid`).
+    ``splits``: a visible merge whose inner rewinds hide rows, so it writes a hidden segment too.
+    """
+
+    parts: tuple[SegmentEntry, ...]
+    hidden: bool
+    level: int
+    rewinds: tuple[RewindKey, ...]
+    splits: bool
+
+    @property
+    def outputs(self) -> int:
+        """How many files the merge writes (the writer names them before it starts)."""
+        return 2 if self.splits else 1
+
+
+def rewind_keys(m: Revision) -> tuple[RewindKey, ...]:
+    return tuple(sorted((r["attempt"], r["seq"], r["step"]) for r in m.get("rewinds", [])))
+
+
+def is_hidden(entry: SegmentEntry, bound: int | None) -> bool:
+    """Whether readers see no row of ``entry`` (its ``bound`` from ``manifest.visible_bounds``)."""
+    return bool(entry.get("hidden")) or (bound is not None and entry["min_step"] > bound)
+
+
+def plan(m: Revision, fanout: int) -> Job | None:
+    """The next merge the run's state calls for, or None (see the module's policy)."""
+    bound = mf.visible_bounds(m)
+    live: list[SegmentEntry] = []
+    dead: list[SegmentEntry] = []
+    for e in sorted(m["segments"], key=position):
+        (dead if is_hidden(e, bound(*position(e))) else live).append(e)
+    rewinds = rewind_keys(m)
+    for group, hidden in ((live, False), (dead, True)):
+        window = _first_window(group, fanout)
+        if window is None:
+            continue
+        splits = not hidden and any(
+            b is not None and p["max_step"] > b
+            for p, b in zip(window, inner_bounds(rewinds, window), strict=True)
+        )
+        return Job(tuple(window), hidden, level(window[0]) + 1, rewinds, splits)
+    return None
+
+
+def _first_window(entries: list[SegmentEntry], fanout: int) -> list[SegmentEntry] | None:
+    """The first ``fanout`` consecutive entries of one level, or None."""
+    start = 0
+    for i, e in enumerate(entries):
+        if i and level(e) != level(entries[i - 1]):
+            start = i
+        if i - start + 1 == fanout:
+            return entries[start : i + 1]
+    return None
+
+
+def inner_bounds(rewinds: Iterable[RewindKey], parts: Iterable[SegmentEntry]) -> list[int | None]:
+    """Per part, the lowest step of the rewinds after it and at or before the last part: the
+    rows above it are hidden inside the window, so the merge moves them to a hidden segment."""
+    parts = list(parts)
+    last = position(parts[-1])
+    rw = list(rewinds)
+    out: list[int | None] = []
+    for p in parts:
+        steps = [n for a, s, n in rw if position(p) < (a, s) <= last]
+        out.append(min(steps) if steps else None)
+    return out
+
+
+def still_valid(m: Revision, job: Job) -> bool:
+    """Whether the merge planned on an older state may still replace its parts in ``m``.
+
+    Every part must be listed as planned (a repair may have dropped one), and, for a visible
+    merge, no rewind may have appeared at or before its position (it would hide rows the merge
+    kept visible). Rewinds after the position are fine: they apply to the merge by the rule.
+    """
+    listed = {s["file"]: s for s in m["segments"]}
+    if any(listed.get(p["file"]) != p for p in job.parts):
+        return False
+    if job.hidden:
+        return True
+    last = position(job.parts[-1])
+    return [r for r in rewind_keys(m) if r[:2] <= last] == [r for r in job.rewinds if r[:2] <= last]
+
+
+def swap(m: Revision, job: Job, outputs: list[SegmentEntry]) -> None:
+    """The commit's change: the outputs listed in place of the parts."""
+    gone = {p["file"] for p in job.parts}
+    m["segments"] = [s for s in m["segments"] if s["file"] not in gone] + outputs
+
+
+def execute(
+    run_dir: Path,
+    job: Job,
+    names: list[Position],
+    meta: dict[str, Any],
+    stop: Callable[[], bool] = lambda: False,
+) -> list[SegmentEntry]:
+    """Write the merge's files, named ``names`` (``job.outputs`` of them, in the writing
+    attempt's namespace), and return their entries, the visible one first.
+
+    The hidden file is written before the visible one, so a visible merged file on disk always
+    has its partner (what a rebuild from footers relies on). On any failure, or when ``stop()``
+    says so between parts, the files written so far are removed (they were never listed) and
+    the error (or :class:`Stopped`) is raised.
+    """
+    bounds = [None] * len(job.parts) if job.hidden else inner_bounds(job.rewinds, job.parts)
+    keep: list[pa.Table] = []
+    hide: list[pa.Table] = []
+    hide_at: Position | None = None
+    origins: list[list[int]] = []
+    for part, b in zip(job.parts, bounds, strict=True):
+        if stop():
+            raise Stopped
+        table = segments.read_table(run_dir, part["file"])
+        origins.extend(_origins_of(table, part))
+        table = _with_origin(table, part)
+        if b is not None and part["max_step"] > b:
+            mask = pc.less_equal(table.column("_step"), b)
+            keep.append(table.filter(mask))
+            hide.append(table.filter(pc.invert(mask)))
+            hide_at = hide_at or position(part)
+        else:
+            keep.append(table)
+    record: dict[str, Any] = {
+        "parts": [p["file"] for p in job.parts],
+        "origins": _ranges(origins),
+        "rewinds": [list(r) for r in job.rewinds],
+    }
+    written: list[str] = []
+    try:
+        if job.hidden:
+            first = position(job.parts[0])
+            return [_write(run_dir, names[0], keep, first, job.level, True, record, meta, written)]
+        split: SegmentEntry | None = None
+        if job.splits and hide and hide_at is not None:
+            if stop():
+                raise Stopped
+            rec = {**record, "partner": _file(names[0])}
+            split = _write(run_dir, names[1], hide, hide_at, 0, True, rec, meta, written)
+        if stop():
+            raise Stopped
+        rec = {**record, "partner": split["file"] if split else None}
+        last = position(job.parts[-1])
+        out = [_write(run_dir, names[0], keep, last, job.level, False, rec, meta, written)]
+        return [*out, split] if split else out
+    except BaseException:
+        for rel in written:
+            inside(run_dir, rel, "segment").unlink(missing_ok=True)
+        raise
+
+
+def _file(name: Position) -> str:
+    return f"{HISTORY}/{segment_name(*name)}"
+
+
+def _write(
+    run_dir: Path,
+    name: Position,
+    tables: list[pa.Table],
+    pos: Position,
+    lvl: int,
+    hidden: bool,
+    record: dict[str, Any],
+    meta: dict[str, Any],
+    written: list[str],
+) -> SegmentEntry:
+    """One merged file, its footer saying what it is; its entry sits at ``pos``."""
+    table = pa.concat_tables(tables, promote_options="default")
+    rec = {**record, "attempt": pos[0], "seq": pos[1], "level": lvl, "hidden": hidden}
+    entry = segments.write(run_dir, name[0], name[1], table, {**meta, COMPACTION: rec})
+    written.append(entry["file"])
+    steps = pc.min_max(table.column("_step"))
+    entry["attempt"], entry["seq"] = pos
+    entry["min_step"] = int(steps["min"].as_py())
+    entry["max_step"] = int(steps["max"].as_py())
+    entry["level"] = lvl
+    if hidden:
+        entry["hidden"] = True
+    return entry
+
+
+def _with_origin(table: pa.Table, part: SegmentEntry) -> pa.Table:
+    """The part's rows with their origin columns (a flush's rows all come from its position)."""
+    table = table.replace_schema_metadata(None)
+    if ORIGIN[0] in table.column_names:
+        return table
+    n = table.num_rows
+    for name, value in zip(ORIGIN, position(part), strict=True):
+        table = table.append_column(name, pa.repeat(pa.scalar(value, pa.int64()), n))
+    return table
+
+
+def _origins_of(table: pa.Table, part: SegmentEntry) -> list[list[int]]:
+    raw = (table.schema.metadata or {}).get(segments.META_KEY)
+    rec = segments.compaction_record(json.loads(raw) if raw else {})
+    if rec is None:
+        return [[part["attempt"], part["seq"], part["seq"]]]
+    return [list(r) for r in rec.get("origins", [])]
+
+
+def _ranges(origins: list[list[int]]) -> list[list[int]]:
+    """``[attempt, first seq, last seq]`` ranges, merged where they touch."""
+    out: list[list[int]] = []
+    for a, lo, hi in sorted(origins):
+        if out and out[-1][0] == a and lo <= out[-1][2] + 1:
+            out[-1][2] = max(out[-1][2], hi)
+        else:
+            out.append([a, lo, hi])
+    return out
+
+
+def covers(origins: list[list[int]], pos: Position) -> bool:
+    """Whether a merge with these origins holds the rows of the flush at ``pos``."""
+    return any(a == pos[0] and lo <= pos[1] <= hi for a, lo, hi in origins)
