@@ -7,17 +7,16 @@ reader never sees a partial file, never takes the writer's lease and never block
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import pyarrow as pa
+from typing import IO, TYPE_CHECKING, Any
 
 from . import _settings
-from ._store import atomic, segments
+from ._store import atomic, listing
 from ._store import manifest as mf
 from ._store.layout import (
     FILES,
@@ -33,11 +32,9 @@ from ._store.layout import (
 )
 from ._store.lease import is_valid, provably_dead
 from ._store.markers import remove_marker
-from ._store.records import FileVersion, Revision, SegmentEntry
+from ._store.records import FileVersion, Owner, Revision, SegmentEntry
+from ._store.revisions import read_revision
 from ._store.safe_io import check_regular, open_inside
-from ._store.schema import NUMBER, STEP_FIELDS, arrow_schema
-from ._store.verify import Report as VerifyReport
-from ._store.verify import verify_run
 from .errors import (
     CorruptRunError,
     FormatVersionError,
@@ -46,7 +43,40 @@ from .errors import (
     UsageError,
 )
 
-STEP_COLUMNS = [f.name for f in STEP_FIELDS]
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ._store import segments
+    from ._store.verify import Report as VerifyReport
+
+
+class _OnFirstUse:
+    """A module imported at its first attribute lookup. Listing runs needs neither pyarrow
+    (most of a second to import on a loaded machine) nor the segment reader; history does."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+if not TYPE_CHECKING:
+    pa = _OnFirstUse("pyarrow")
+    segments = _OnFirstUse("localrun._store.segments")
+
+
+def arrow_schema(kinds: dict[str, str]) -> pa.Schema:
+    """``schema.arrow_schema``, imported at the first history read."""
+    from ._store.schema import arrow_schema as make
+
+    return make(kinds)
+
+
+# The step columns and the default kind, as ``_store.schema`` defines them (importing it means
+# importing pyarrow; tests/test_listing.py checks that these agree with it).
+STEP_COLUMNS = ["_step", "_timestamp", "_runtime"]
+NUMBER = "number"
 
 
 class _SegmentGone(Exception):
@@ -83,6 +113,8 @@ class ResumeMarker:
     file: Path
 
 
+# A run that cannot be read for these reasons is left out of runs() (damaged_runs() lists it).
+_UNREADABLE = (RunNotFoundError, CorruptRunError, FormatVersionError)
 _NO_ROOT_HINT = "point --root, LOCALRUN_DIR or Api(root) at the folder your runs are in"
 
 
@@ -104,25 +136,28 @@ class Api:
         """Every readable run of ``project`` (or of all projects), oldest first.
 
         A run whose manifest cannot be read is skipped here; ``localrun verify`` reports it.
+        Each run is a snapshot of its newest revision, found through the project's listing
+        index where that is provably current (``_store/listing.py``); the revision's other
+        fields (config, summary, segments) are read when first asked for.
         """
         out = []
-        for rdir in self._run_dirs(project):
-            try:
-                out.append(StoredRun(rdir))
-            except (RunNotFoundError, CorruptRunError, FormatVersionError):
-                continue  # listed by damaged_runs()
+        for found in self._scan(project):
+            if found.error is None:
+                out.append(StoredRun._listed(found))
+            elif not isinstance(found.error, _UNREADABLE):
+                raise found.error  # not the run's damage (the storage refused): say so
         return sorted(out, key=lambda r: r.created)
+
+    def _scan(self, project: str | None) -> Iterator[listing.Listed]:
+        """Every run folder of ``project`` (or of all projects), as the listing found it."""
+        for p in [sanitize_id(project, "project name")] if project else self.projects():
+            yield from listing.scan(project_dir(self.root, p))
 
     def _run_dirs(self, project: str | None) -> list[Path]:
         """Every run folder of ``project`` (or of all projects); dot-folders are skipped."""
         projects = [sanitize_id(project, "project name")] if project else self.projects()
-        return sorted(
-            d
-            for p in projects
-            if (pd := project_dir(self.root, p)).is_dir()
-            for d in pd.iterdir()
-            if d.is_dir() and not d.name.startswith(".")
-        )
+        dirs = [project_dir(self.root, p) for p in projects]
+        return [pd / name for pd in dirs for name in listing.run_names(pd)]
 
     def verify(self, path: str | None = None, repair: bool = False) -> list[VerifyReport]:
         """Check runs against their manifests (all runs, a project, or ``"project/run_id"``).
@@ -137,6 +172,9 @@ class Api:
                 raise RunNotFoundError(f"no run {path!r} under {self.root}")
         else:
             dirs = self._run_dirs(path)
+        from ._store.verify import Report as VerifyReport
+        from ._store.verify import verify_run
+
         ttl, opts = _settings.lease_ttl(), _settings.store_options()
         if path and "/" in path:
             return [verify_run(dirs[0], repair, ttl, opts)]  # one run: its error is the answer
@@ -207,19 +245,21 @@ class Api:
         exactly those ``runs`` leaves out, except folders with nothing of a run in them (an
         empty or foreign folder is not a run)."""
         found = []
-        for rdir in self._run_dirs(project):
-            problem = None
-            try:
-                StoredRun(rdir)
-            except RunNotFoundError:
+        for run in self._scan(project):
+            if run.error is None:
+                continue
+            rdir, problem = run.dir, None
+            if isinstance(run.error, RunNotFoundError):
                 remains = _remains(rdir)
                 if remains:
                     problem = (
                         f"its state ({LOG}/ and {MANIFEST}) is missing but {remains}; run "
                         f"`localrun verify --repair {rdir.parent.name}/{rdir.name}` to rebuild it"
                     )
-            except LocalrunError as exc:
-                problem = str(exc).replace(f"{rdir}{os.sep}", "").replace(str(rdir), "the run")
+            else:
+                problem = (
+                    str(run.error).replace(f"{rdir}{os.sep}", "").replace(str(rdir), "the run")
+                )
             if problem:
                 found.append(DamagedRun(rdir.parent.name, rdir.name, problem, rdir))
         return found
@@ -290,7 +330,39 @@ class StoredRun:
 
     def __init__(self, path: Path) -> None:
         self.dir: Path = path
-        self._m: mf.Manifest = mf.load(path)
+        self._rev: int | None = None
+        self._full: mf.Manifest | None = None
+        self._fields: dict[str, Any] = {}
+        self._m = mf.load(path)
+
+    @classmethod
+    def _listed(cls, found: listing.Listed) -> StoredRun:
+        """A run as a listing found it: the listed fields of revision ``found.rev`` now, the
+        rest of that revision when first asked for (``_m``)."""
+        run = cls.__new__(cls)
+        run.dir = found.dir
+        run._rev = found.rev
+        run._full = found.manifest
+        run._fields = found.fields or {}
+        return run
+
+    @property
+    def _m(self) -> mf.Manifest:
+        """The snapshot's whole revision, read at first use when the run came from a listing:
+        the listed revision itself (immutable), or the newest if it was pruned meanwhile (as
+        after a refresh: a reader of a live run sees a newer state, never a mixed one)."""
+        if self._full is None:
+            try:
+                self._m = read_revision(self.dir, self._rev or 0)
+            except (FileNotFoundError, CorruptRunError):
+                self._m = mf.load(self.dir)
+        assert self._full is not None
+        return self._full
+
+    @_m.setter
+    def _m(self, m: mf.Manifest) -> None:
+        self._full = m
+        self._fields = dict(m)
 
     def refresh(self) -> StoredRun:
         """Take a new snapshot of the manifest (a running writer commits every few seconds)."""
@@ -302,18 +374,19 @@ class StoredRun:
         """The raw manifest (docs/format.md), as of the last snapshot."""
         return self._m
 
-    id = property(lambda self: self._m["id"])
-    project = property(lambda self: self._m["project"])
-    name = property(lambda self: self._m.get("name") or self._m["id"])
+    # The listed fields (``_store/listing.FIELDS``) are read from the listing, the rest from _m.
+    id = property(lambda self: self._fields["id"])
+    project = property(lambda self: self._fields["project"])
+    name = property(lambda self: self._fields.get("name") or self._fields["id"])
     notes = property(lambda self: self._m.get("notes"))
     tags = property(lambda self: list(self._m.get("tags") or []))
     group = property(lambda self: self._m.get("group"))
     job_type = property(lambda self: self._m.get("job_type"))
     config = property(lambda self: dict(self._m.get("config") or {}))
-    created = property(lambda self: float(self._m["created"]))
-    updated = property(lambda self: float(self._m["updated"]))
-    last_step = property(lambda self: int(self._m["last_step"]))
-    attempts = property(lambda self: list(self._m.get("attempts") or []))
+    created = property(lambda self: float(self._fields["created"]))
+    updated = property(lambda self: float(self._fields["updated"]))
+    last_step = property(lambda self: int(self._fields["last_step"]))
+    attempts = property(lambda self: list(self._fields.get("attempts") or []))
     dropped_steps = property(lambda self: int(self._m.get("dropped_steps", 0)))
 
     @property
@@ -328,8 +401,8 @@ class StoredRun:
     def state(self) -> str:
         """The stored state, except that a "running" run whose owner is provably dead on this
         host shows as "crashed" (it is recorded so at the next resume or repair)."""
-        state = str(self._m.get("state", "running"))
-        owner = self._m.get("owner")
+        state = str(self._fields.get("state", "running"))
+        owner: Owner | None = self._fields.get("owner")
         if (
             state == "running"
             and is_valid(owner)
@@ -348,7 +421,7 @@ class StoredRun:
     def heartbeat_age(self) -> float | None:
         """Seconds since the owner's last heartbeat by this host's clock (approximate across
         hosts), or None when nobody owns the run."""
-        owner = self._m.get("owner")
+        owner = self._fields.get("owner")
         if not isinstance(owner, dict) or "hb_time" not in owner:
             return None
         return max(0.0, time.time() - float(owner["hb_time"]))
