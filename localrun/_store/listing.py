@@ -92,8 +92,8 @@ def scan(project_dir: Path) -> Iterator[Listed]:
             if ident is not None:
                 fresh[name] = [listed.rev, *ident, {k: listed.manifest.get(k) for k in FIELDS}]
         yield listed
-    if changed or len(fresh) != len(index):
-        _save(project_dir / INDEX, fresh)
+    if (changed or len(fresh) != len(index)) and (fresh or index):
+        _save(project_dir / INDEX, fresh)  # a root of format 1 only is left as it is
 
 
 def run_names(folder: str | os.PathLike[str]) -> list[str]:
