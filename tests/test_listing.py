@@ -278,3 +278,20 @@ def test_ls_of_many_runs_lists_each_once(root: Path) -> None:
         assert sorted(ln.split("│")[1].strip() for ln in lines) == sorted(
             f"{'p' if i % 2 or i == 0 else 'q'}/r{i:03d}" for i in range(40)
         )
+
+
+def test_a_live_runs_commits_do_not_rewrite_the_index_but_its_end_does(root: Path) -> None:
+    make_run(root, "a")
+    run = localrun.init(project="p", id="live", dir=root, flush_interval=3600)
+    run.log({"loss": 1.0})
+    run.flush()
+    listed(root)
+    written = index_of(root).stat().st_ino  # a rewrite replaces the file: a new inode
+    run.log({"loss": 2.0})
+    run.flush()
+    assert listed(root)["p/live"].last_step == 1  # read from log/: its entry is stale
+    assert index_of(root).stat().st_ino == written
+    run.finish()
+    assert listed(root)["p/live"].state == "finished"
+    assert index_of(root).stat().st_ino != written
+    assert json.loads(index_of(root).read_text())["runs"]["live"][4]["state"] == "finished"

@@ -17,7 +17,8 @@ an index that is missing, damaged, foreign or of another version) reads the run 
 way. Runs of format 1 (no ``log/``) and runs that cannot be read are never indexed.
 
 The index is rewritten (temp file, then rename; no fsync: it is a cache) by whoever lists and
-finds it out of date, when it can: a read-only root, or a race with another lister, costs only
+finds it out of date (a run added, removed, or changed other than by a live run's commits),
+when it can: a read-only root, or a race with another lister, costs only
 speed. Deleting it is always safe. It is never read on a commit path and never by a writer.
 """
 
@@ -85,12 +86,16 @@ def scan(project_dir: Path) -> Iterator[Listed]:
             fresh[name] = entry
             yield Listed(Path(folder), rev=entry[0], fields=entry[4])
             continue
-        changed = True
         listed = _read(Path(folder))
         if listed.manifest is not None and listed.rev is not None:
             ident = _identity(folder, listed.rev)
             if ident is not None:
                 fresh[name] = [listed.rev, *ident, {k: listed.manifest.get(k) for k in FIELDS}]
+        new = fresh.get(name)
+        # A live run changes at every heartbeat: rewriting the whole index for it at every
+        # listing would cost more than reading it. Its stale entry is only a miss.
+        live = entry is not None and new is not None and new[4]["state"] == "running"
+        changed = changed or (new != entry and not live)
         yield listed
     if (changed or len(fresh) != len(index)) and (fresh or index):
         _save(project_dir / INDEX, fresh)  # a root of format 1 only is left as it is
