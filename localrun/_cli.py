@@ -196,8 +196,8 @@ def ls_cmd(ctx: click.Context, project: str | None, as_json: bool) -> None:
             f"ls takes a project, not {project!r}; `localrun show {project}` shows one run"
         )
     api = _api(ctx, project)
-    rows = [_run_row(r) for r in api.runs(project)]
-    rows += [_damaged_row(d) for d in api.damaged_runs(project)]
+    runs, damaged_runs = api.runs_and_damaged(project)
+    rows = [_run_row(r) for r in runs] + [_damaged_row(d) for d in damaged_runs]
     if as_json or not rows:
         _emit_rows(rows, as_json, "runs", project, api.root)
         return

@@ -140,13 +140,23 @@ class Api:
         index where that is provably current (``_store/listing.py``); the revision's other
         fields (config, summary, segments) are read when first asked for.
         """
-        out = []
+        return self.runs_and_damaged(project)[0]
+
+    def runs_and_damaged(
+        self, project: str | None = None
+    ) -> tuple[list[StoredRun], list[DamagedRun]]:
+        """``runs(project)`` and ``damaged_runs(project)`` from one walk of the run folders:
+        half the work of calling both (what ``localrun ls`` shows)."""
+        runs, damaged = [], []
         for found in self._scan(project):
             if found.error is None:
-                out.append(StoredRun._listed(found))
+                runs.append(StoredRun._listed(found))
             elif not isinstance(found.error, _UNREADABLE):
                 raise found.error  # not the run's damage (the storage refused): say so
-        return sorted(out, key=lambda r: r.created)
+            elif (problem := _problem(found)) is not None:
+                rdir = found.dir
+                damaged.append(DamagedRun(rdir.parent.name, rdir.name, problem, rdir))
+        return sorted(runs, key=lambda r: r.created), damaged
 
     def _scan(self, project: str | None) -> Iterator[listing.Listed]:
         """Every run folder of ``project`` (or of all projects), as the listing found it."""
@@ -244,25 +254,12 @@ class Api:
         """The run folders of ``project`` (or of all projects) whose manifest cannot be read:
         exactly those ``runs`` leaves out, except folders with nothing of a run in them (an
         empty or foreign folder is not a run)."""
-        found = []
-        for run in self._scan(project):
-            if run.error is None:
-                continue
-            rdir, problem = run.dir, None
-            if isinstance(run.error, RunNotFoundError):
-                remains = _remains(rdir)
-                if remains:
-                    problem = (
-                        f"its state ({LOG}/ and {MANIFEST}) is missing but {remains}; run "
-                        f"`localrun verify --repair {rdir.parent.name}/{rdir.name}` to rebuild it"
-                    )
-            else:
-                problem = (
-                    str(run.error).replace(f"{rdir}{os.sep}", "").replace(str(rdir), "the run")
-                )
-            if problem:
-                found.append(DamagedRun(rdir.parent.name, rdir.name, problem, rdir))
-        return found
+        damaged = []
+        for found in self._scan(project):
+            if found.error is not None and (problem := _problem(found)) is not None:
+                rdir = found.dir
+                damaged.append(DamagedRun(rdir.parent.name, rdir.name, problem, rdir))
+        return damaged
 
     def resume_markers(self, project: str | None = None) -> list[ResumeMarker]:
         """The auto-resume markers of ``project`` (or of all projects), by project and key."""
@@ -310,6 +307,21 @@ class Api:
         return None if key.startswith("dir-") else key
 
 
+def _problem(found: listing.Listed) -> str | None:
+    """What is wrong with a run folder that cannot be read, relative to it (None: nothing of
+    a run is in it: an empty or foreign folder is not a damaged run)."""
+    rdir = found.dir
+    if isinstance(found.error, RunNotFoundError):
+        remains = _remains(rdir)
+        if not remains:
+            return None
+        return (
+            f"its state ({LOG}/ and {MANIFEST}) is missing but {remains}; run "
+            f"`localrun verify --repair {rdir.parent.name}/{rdir.name}` to rebuild it"
+        )
+    return str(found.error).replace(f"{rdir}{os.sep}", "").replace(str(rdir), "the run")
+
+
 def _remains(rdir: Path) -> str | None:
     """What of a run a folder holds (committed segments, saved files), or None."""
     history, files = rdir / HISTORY, rdir / FILES
@@ -328,8 +340,10 @@ def _remains(rdir: Path) -> str | None:
 class StoredRun:
     """A run as stored: the manifest fields, its history and files (a snapshot; see refresh)."""
 
+    _dir: Path | str
+
     def __init__(self, path: Path) -> None:
-        self.dir: Path = path
+        self.dir = path
         self._rev: int | None = None
         self._full: mf.Manifest | None = None
         self._fields: dict[str, Any] = {}
@@ -340,11 +354,22 @@ class StoredRun:
         """A run as a listing found it: the listed fields of revision ``found.rev`` now, the
         rest of that revision when first asked for (``_m``)."""
         run = cls.__new__(cls)
-        run.dir = found.dir
+        run._dir = found.folder
         run._rev = found.rev
         run._full = found.manifest
         run._fields = found.fields or {}
         return run
+
+    @property
+    def dir(self) -> Path:
+        """The run folder."""
+        if isinstance(self._dir, str):  # from a listing: made at first use
+            self._dir = Path(self._dir)
+        return self._dir
+
+    @dir.setter
+    def dir(self, path: Path) -> None:
+        self._dir = path
 
     @property
     def _m(self) -> mf.Manifest:

@@ -295,3 +295,19 @@ def test_a_live_runs_commits_do_not_rewrite_the_index_but_its_end_does(root: Pat
     assert listed(root)["p/live"].state == "finished"
     assert index_of(root).stat().st_ino != written
     assert json.loads(index_of(root).read_text())["runs"]["live"][4]["state"] == "finished"
+
+
+def test_runs_and_damaged_is_runs_and_damaged_runs_in_one_walk(root: Path) -> None:
+    make_run(root, "a")
+    make_run(root, "b")
+    for rev in (root / "p" / "b" / "log").iterdir():
+        rev.write_text("[]")
+    (root / "p" / "empty").mkdir()  # not a run, not damaged
+    api = localrun.Api(root)
+    for _ in range(2):  # without, then with the index
+        runs, damaged = api.runs_and_damaged()
+        assert [r.path for r in runs] == [r.path for r in api.runs()] == ["p/a"]
+        assert damaged == api.damaged_runs()
+        assert [(d.path, "not a localrun run state" in d.problem) for d in damaged] == [
+            ("p/b", True)
+        ]

@@ -42,15 +42,7 @@ INDEX = ".listing.json"  # in the project folder; a dot-name is never taken for 
 INDEX_VERSION = 1
 # The fields of a revision a listing shows; every other field is read from the revision itself.
 FIELDS = ("project", "id", "name", "state", "created", "updated", "last_step", "attempts", "owner")
-_SHAPE: dict[str, tuple[type, ...]] = {
-    "project": (str,),
-    "id": (str,),
-    "state": (str,),
-    "created": (int, float),
-    "updated": (int, float),
-    "last_step": (int,),
-    "attempts": (list,),
-}
+_NUMBER = (int, float)
 
 
 @dataclass
@@ -62,11 +54,16 @@ class Listed:
     ``error``: why the run cannot be read (then nothing else is set).
     """
 
-    dir: Path
+    folder: str
     rev: int | None = None
     fields: dict[str, Any] | None = None
     manifest: Revision | None = None
     error: LocalrunError | None = None
+
+    @property
+    def dir(self) -> Path:
+        """The run folder (made on demand: a Path per run is a tenth of a fast listing)."""
+        return Path(self.folder)
 
 
 def scan(project_dir: Path) -> Iterator[Listed]:
@@ -84,9 +81,9 @@ def scan(project_dir: Path) -> Iterator[Listed]:
         entry = index.get(name)
         if entry is not None and _current(folder, entry):
             fresh[name] = entry
-            yield Listed(Path(folder), rev=entry[0], fields=entry[4])
+            yield Listed(folder, rev=entry[0], fields=entry[4])
             continue
-        listed = _read(Path(folder))
+        listed = _read(folder)
         if listed.manifest is not None and listed.rev is not None:
             ident = _identity(folder, listed.rev)
             if ident is not None:
@@ -130,14 +127,14 @@ def _current(folder: str, entry: list[Any]) -> bool:
     )
 
 
-def _read(folder: Path) -> Listed:
+def _read(folder: str) -> Listed:
     """The run's newest revision, read the normal way (the authority)."""
     try:
-        snap = revisions.newest(folder)
+        snap = revisions.newest(Path(folder))
     except LocalrunError as exc:
         return Listed(folder, error=exc)
     m = snap.manifest
-    has_log = snap.rev > 0 or os.path.isdir(folder / LOG)
+    has_log = snap.rev > 0 or os.path.isdir(f"{folder}{os.sep}{LOG}")
     return Listed(folder, rev=snap.rev if has_log else None, fields=dict(m), manifest=m)
 
 
@@ -162,15 +159,23 @@ def _valid(entry: object) -> bool:
     """An entry of the right shape: anything else is ignored (read the normal way)."""
     if not isinstance(entry, list) or len(entry) != 5:
         return False
-    *numbers, fields = entry
-    if not all(type(n) is int for n in numbers) or numbers[0] < 0 or not isinstance(fields, dict):
-        return False
-    for key, types in _SHAPE.items():
-        if type(fields.get(key)) not in types:
-            return False
-    owner = fields.get("owner")
-    return (owner is None or isinstance(owner, dict)) and all(
-        isinstance(a, dict) for a in fields["attempts"]
+    rev, ino, size, mtime, f = entry
+    return (
+        type(rev) is int
+        and rev >= 0
+        and type(ino) is int
+        and type(size) is int
+        and type(mtime) is int
+        and type(f) is dict
+        and type(f.get("project")) is str
+        and type(f.get("id")) is str
+        and type(f.get("state")) is str
+        and type(f.get("created")) in _NUMBER
+        and type(f.get("updated")) in _NUMBER
+        and type(f.get("last_step")) is int
+        and type(f.get("attempts")) is list
+        and all(type(a) is dict for a in f["attempts"])
+        and (f.get("owner") is None or type(f["owner"]) is dict)
     )
 
 
