@@ -8,6 +8,7 @@ reader never sees a partial file, never takes the writer's lease and never block
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -16,15 +17,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import IO, TYPE_CHECKING, Any
 
 from . import _settings
-from ._store import atomic, segments
+from ._store import atomic, listing
 from ._store import manifest as mf
-from ._store import system as system_store
 from ._store.layout import (
     FILES,
     HISTORY,
@@ -39,11 +36,9 @@ from ._store.layout import (
 )
 from ._store.lease import is_valid, provably_dead
 from ._store.markers import remove_marker
-from ._store.records import Attempt, ConsoleEntry, FileVersion, Revision, SegmentEntry
+from ._store.records import Attempt, ConsoleEntry, FileVersion, Owner, Revision, SegmentEntry
+from ._store.revisions import read_revision
 from ._store.safe_io import check_regular, open_inside
-from ._store.schema import LIST_MEDIA, MEDIA, NUMBER, STEP_FIELDS, arrow_schema
-from ._store.verify import Report as VerifyReport
-from ._store.verify import verify_run
 from .errors import (
     CorruptRunError,
     FormatVersionError,
@@ -52,7 +47,45 @@ from .errors import (
     UsageError,
 )
 
-STEP_COLUMNS = [f.name for f in STEP_FIELDS]
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ._store import segments
+    from ._store import system as system_store
+    from ._store.verify import Report as VerifyReport
+
+
+class _OnFirstUse:
+    """A module imported at its first attribute lookup. Listing runs needs neither pyarrow
+    (most of a second to import on a loaded machine) nor the segment reader; history does."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+if not TYPE_CHECKING:
+    pa = _OnFirstUse("pyarrow")
+    pq = _OnFirstUse("pyarrow.parquet")
+    segments = _OnFirstUse("localrun._store.segments")
+    system_store = _OnFirstUse("localrun._store.system")
+
+
+def arrow_schema(kinds: dict[str, str]) -> pa.Schema:
+    """``schema.arrow_schema``, imported at the first history read."""
+    from ._store.schema import arrow_schema as make
+
+    return make(kinds)
+
+
+# The step columns and the default kind, as ``_store.schema`` defines them (importing it means
+# importing pyarrow; tests/test_listing.py checks that these agree with it).
+STEP_COLUMNS = ["_step", "_timestamp", "_runtime"]
+NUMBER = "number"
+MEDIA, LIST_MEDIA = "media", "list<media>"
 
 
 class _SegmentGone(Exception):
@@ -90,6 +123,8 @@ class ResumeMarker:
 
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # scheme://...: a remote root, not a folder
+# A run that cannot be read for these reasons is left out of runs() (damaged_runs() lists it).
+_UNREADABLE = (RunNotFoundError, CorruptRunError, FormatVersionError)
 _NO_ROOT_HINT = "point --root, LOCALRUN_DIR or Api(root) at the folder your runs are in"
 
 
@@ -97,7 +132,8 @@ class Api:
     """Read runs under a root (``root`` argument, else ``LOCALRUN_DIR``, else ./localruns)."""
 
     # The reader of URL roots (``localrun._query_remote.RemoteApi``, which registers itself when
-    # the package is imported): set from there, so that this module never imports it.
+    # imported): imported by name at the first URL root, so that listing a local root never
+    # loads pyarrow's filesystems and this module never imports it.
     _url_reader: type[Api] | None = None
 
     def __new__(cls, root: str | os.PathLike[str] | None = None) -> Api:
@@ -105,6 +141,8 @@ class Api:
         read by ``_url_reader``, a read-only ``Api`` over pyarrow's filesystems."""
         target = root if root is not None else _settings.env_text("LOCALRUN_DIR")
         if cls is Api and isinstance(target, str) and _URL.match(target):
+            if Api._url_reader is None:
+                importlib.import_module("localrun._query_remote")
             if Api._url_reader is None:
                 raise UsageError(f"root {target!r} is a URL, and no reader of URL roots is loaded")
             return super().__new__(Api._url_reader)  # its __init__ runs next
@@ -130,25 +168,38 @@ class Api:
         """Every readable run of ``project`` (or of all projects), oldest first.
 
         A run whose manifest cannot be read is skipped here; ``localrun verify`` reports it.
+        Each run is a snapshot of its newest revision, found through the project's listing
+        index where that is provably current (``_store/listing.py``); the revision's other
+        fields (config, summary, segments) are read when first asked for.
         """
-        out = []
-        for rdir in self._run_dirs(project):
-            try:
-                out.append(StoredRun(rdir))
-            except (RunNotFoundError, CorruptRunError, FormatVersionError):
-                continue  # listed by damaged_runs()
-        return sorted(out, key=lambda r: r.created)
+        return self.runs_and_damaged(project)[0]
+
+    def runs_and_damaged(
+        self, project: str | None = None
+    ) -> tuple[list[StoredRun], list[DamagedRun]]:
+        """``runs(project)`` and ``damaged_runs(project)`` from one walk of the run folders:
+        half the work of calling both (what ``localrun ls`` shows)."""
+        runs, damaged = [], []
+        for found in self._scan(project):
+            if found.error is None:
+                runs.append(StoredRun._listed(found))
+            elif not isinstance(found.error, _UNREADABLE):
+                raise found.error  # not the run's damage (the storage refused): say so
+            elif (problem := _problem(found)) is not None:
+                rdir = found.dir
+                damaged.append(DamagedRun(rdir.parent.name, rdir.name, problem, rdir))
+        return sorted(runs, key=lambda r: r.created), damaged
+
+    def _scan(self, project: str | None) -> Iterator[listing.Listed]:
+        """Every run folder of ``project`` (or of all projects), as the listing found it."""
+        for p in [sanitize_id(project, "project name")] if project else self.projects():
+            yield from listing.scan(project_dir(self.root, p))
 
     def _run_dirs(self, project: str | None) -> list[Path]:
         """Every run folder of ``project`` (or of all projects); dot-folders are skipped."""
         projects = [sanitize_id(project, "project name")] if project else self.projects()
-        return sorted(
-            d
-            for p in projects
-            if (pd := project_dir(self.root, p)).is_dir()
-            for d in pd.iterdir()
-            if d.is_dir() and not d.name.startswith(".")
-        )
+        dirs = [project_dir(self.root, p) for p in projects]
+        return [pd / name for pd in dirs for name in listing.run_names(pd)]
 
     def verify(self, path: str | None = None, repair: bool = False) -> list[VerifyReport]:
         """Check runs against their manifests (all runs, a project, or ``"project/run_id"``).
@@ -163,6 +214,9 @@ class Api:
                 raise RunNotFoundError(f"no run {path!r} under {self.root}")
         else:
             dirs = self._run_dirs(path)
+        from ._store.verify import Report as VerifyReport
+        from ._store.verify import verify_run
+
         ttl, opts = _settings.lease_ttl(), _settings.store_options()
         if path and "/" in path:
             return [verify_run(dirs[0], repair, ttl, opts)]  # one run: its error is the answer
@@ -232,23 +286,12 @@ class Api:
         """The run folders of ``project`` (or of all projects) whose manifest cannot be read:
         exactly those ``runs`` leaves out, except folders with nothing of a run in them (an
         empty or foreign folder is not a run)."""
-        found = []
-        for rdir in self._run_dirs(project):
-            problem = None
-            try:
-                StoredRun(rdir)
-            except RunNotFoundError:
-                remains = _remains(rdir)
-                if remains:
-                    problem = (
-                        f"its state ({LOG}/ and {MANIFEST}) is missing but {remains}; run "
-                        f"`localrun verify --repair {rdir.parent.name}/{rdir.name}` to rebuild it"
-                    )
-            except LocalrunError as exc:
-                problem = str(exc).replace(f"{rdir}{os.sep}", "").replace(str(rdir), "the run")
-            if problem:
-                found.append(DamagedRun(rdir.parent.name, rdir.name, problem, rdir))
-        return found
+        damaged = []
+        for found in self._scan(project):
+            if found.error is not None and (problem := _problem(found)) is not None:
+                rdir = found.dir
+                damaged.append(DamagedRun(rdir.parent.name, rdir.name, problem, rdir))
+        return damaged
 
     def resume_markers(self, project: str | None = None) -> list[ResumeMarker]:
         """The auto-resume markers of ``project`` (or of all projects), by project and key."""
@@ -296,6 +339,21 @@ class Api:
         return None if key.startswith("dir-") else key
 
 
+def _problem(found: listing.Listed) -> str | None:
+    """What is wrong with a run folder that cannot be read, relative to it (None: nothing of
+    a run is in it: an empty or foreign folder is not a damaged run)."""
+    rdir = found.dir
+    if isinstance(found.error, RunNotFoundError):
+        remains = _remains(rdir)
+        if not remains:
+            return None
+        return (
+            f"its state ({LOG}/ and {MANIFEST}) is missing but {remains}; run "
+            f"`localrun verify --repair {rdir.parent.name}/{rdir.name}` to rebuild it"
+        )
+    return str(found.error).replace(f"{rdir}{os.sep}", "").replace(str(rdir), "the run")
+
+
 def _remains(rdir: Path) -> str | None:
     """What of a run a folder holds (committed segments, saved files), or None."""
     history, files = rdir / HISTORY, rdir / FILES
@@ -314,9 +372,54 @@ def _remains(rdir: Path) -> str | None:
 class StoredRun:
     """A run as stored: the manifest fields, its history and files (a snapshot; see refresh)."""
 
+    _dir: Path | str
+
     def __init__(self, path: Path) -> None:
-        self.dir: Path = path
-        self._m: mf.Manifest = mf.load(path)
+        self.dir = path
+        self._rev: int | None = None
+        self._full: mf.Manifest | None = None
+        self._fields: dict[str, Any] = {}
+        self._m = mf.load(path)
+
+    @classmethod
+    def _listed(cls, found: listing.Listed) -> StoredRun:
+        """A run as a listing found it: the listed fields of revision ``found.rev`` now, the
+        rest of that revision when first asked for (``_m``)."""
+        run = cls.__new__(cls)
+        run._dir = found.folder
+        run._rev = found.rev
+        run._full = found.manifest
+        run._fields = found.fields or {}
+        return run
+
+    @property
+    def dir(self) -> Path:
+        """The run folder."""
+        if isinstance(self._dir, str):  # from a listing: made at first use
+            self._dir = Path(self._dir)
+        return self._dir
+
+    @dir.setter
+    def dir(self, path: Path) -> None:
+        self._dir = path
+
+    @property
+    def _m(self) -> mf.Manifest:
+        """The snapshot's whole revision, read at first use when the run came from a listing:
+        the listed revision itself (immutable), or the newest if it was pruned meanwhile (as
+        after a refresh: a reader of a live run sees a newer state, never a mixed one)."""
+        if self._full is None:
+            try:
+                self._m = read_revision(self.dir, self._rev or 0)
+            except (FileNotFoundError, CorruptRunError):
+                self._m = mf.load(self.dir)
+        assert self._full is not None
+        return self._full
+
+    @_m.setter
+    def _m(self, m: mf.Manifest) -> None:
+        self._full = m
+        self._fields = dict(m)
 
     def refresh(self) -> StoredRun:
         """Take a new snapshot of the manifest (a running writer commits every few seconds)."""
@@ -328,18 +431,19 @@ class StoredRun:
         """The raw manifest (docs/format.md), as of the last snapshot."""
         return self._m
 
-    id = property(lambda self: self._m["id"])
-    project = property(lambda self: self._m["project"])
-    name = property(lambda self: self._m.get("name") or self._m["id"])
+    # The listed fields (``_store/listing.FIELDS``) are read from the listing, the rest from _m.
+    id = property(lambda self: self._fields["id"])
+    project = property(lambda self: self._fields["project"])
+    name = property(lambda self: self._fields.get("name") or self._fields["id"])
     notes = property(lambda self: self._m.get("notes"))
     tags = property(lambda self: list(self._m.get("tags") or []))
     group = property(lambda self: self._m.get("group"))
     job_type = property(lambda self: self._m.get("job_type"))
     config = property(lambda self: dict(self._m.get("config") or {}))
-    created = property(lambda self: float(self._m["created"]))
-    updated = property(lambda self: float(self._m["updated"]))
-    last_step = property(lambda self: int(self._m["last_step"]))
-    attempts = property(lambda self: list(self._m.get("attempts") or []))
+    created = property(lambda self: float(self._fields["created"]))
+    updated = property(lambda self: float(self._fields["updated"]))
+    last_step = property(lambda self: int(self._fields["last_step"]))
+    attempts = property(lambda self: list(self._fields.get("attempts") or []))
     dropped_steps = property(lambda self: int(self._m.get("dropped_steps", 0)))
 
     @property
@@ -354,8 +458,8 @@ class StoredRun:
     def state(self) -> str:
         """The stored state, except that a "running" run whose owner is provably dead on this
         host shows as "crashed" (it is recorded so at the next resume or repair)."""
-        state = str(self._m.get("state", "running"))
-        owner = self._m.get("owner")
+        state = str(self._fields.get("state", "running"))
+        owner: Owner | None = self._fields.get("owner")
         if (
             state == "running"
             and is_valid(owner)
@@ -374,7 +478,7 @@ class StoredRun:
     def heartbeat_age(self) -> float | None:
         """Seconds since the owner's last heartbeat by this host's clock (approximate across
         hosts), or None when nobody owns the run."""
-        owner = self._m.get("owner")
+        owner = self._fields.get("owner")
         if not isinstance(owner, dict) or "hb_time" not in owner:
             return None
         return max(0.0, time.time() - float(owner["hb_time"]))

@@ -404,6 +404,12 @@ class RemoteApi(Api):
         if sep:
             self.run(target)
 
+    def runs_and_damaged(
+        self, project: str | None = None
+    ) -> tuple[list[StoredRun], list[DamagedRun]]:
+        """Both lists: a replica has no listing index, so this is the two calls."""
+        return self.runs(project), self.damaged_runs(project)
+
     def damaged_runs(self, project: str | None = None) -> list[DamagedRun]:
         """Run folders of ``project`` (or of all projects) that hold objects but no complete
         readable revision: exactly those ``runs`` leaves out (``dir`` is None: no local folder)."""

@@ -102,9 +102,11 @@ def _environ_readers() -> dict[str, list[int]]:
 def test_only_the_settings_module_reads_localrun_variables() -> None:
     readers = _environ_readers()
     # _settings: every LOCALRUN_* variable and the scheduler's job ids (SLURM_JOB_ID...).
-    # _cli: passes the environment on to the command it launches.
-    assert set(readers) <= {"localrun/_settings.py", "localrun/_cli.py"}, readers
-    for module in ("localrun/_cli.py",):
+    # _cli: passes the environment on to the command it launches. The Lightning logger: the
+    # launchers' rank variables, and the run id rank zero hands to the ranks DDP starts.
+    lightning = "localrun/integrations/lightning.py"
+    assert set(readers) <= {"localrun/_settings.py", "localrun/_cli.py", lightning}, readers
+    for module in ("localrun/_cli.py", lightning):
         text = (REPO / module).read_text()
         reads = re.findall(
             r"environ(?:\.get)?\(\s*\"(LOCALRUN_\w+)\"|getenv\(\"(LOCALRUN_\w+)", text

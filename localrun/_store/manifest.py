@@ -18,7 +18,6 @@ from typing import Any, TypeVar, cast
 from ..errors import CorruptRunError, LockTimeout, RunExistsError
 from . import atomic, revisions
 from .layout import FORMAT_VERSION, MANIFEST, MANIFEST_LOCK, ROOT_MARKER
-from .locks import manifest_mutex
 from .options import DEFAULT, StoreOptions
 from .records import Revision
 
@@ -102,6 +101,8 @@ def update(
     ``copy``: refresh ``manifest.json`` afterwards (the heartbeat skips it: a copy that differs
     only in the heartbeat tells people nothing, and the heartbeat must never wait on a file).
     """
+    from .locks import manifest_mutex  # here: readers (ls) never need filelock's import
+
     committed: Manifest | None = None
     with manifest_mutex(run_dir / MANIFEST_LOCK, opts):
         delay = 0.001

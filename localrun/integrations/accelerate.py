@@ -17,12 +17,12 @@ Accelerate is an optional extra (``localrun-tracker[accelerate]``). Public local
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from accelerate.tracking import GeneralTracker, on_main_process
 
 import localrun
+from localrun import _settings
 from localrun.integrations._common import storable
 
 
@@ -48,7 +48,7 @@ class LocalrunTracker(GeneralTracker):  # type: ignore[misc, unused-ignore]
     ) -> None:
         super().__init__()
         self.project = project
-        self.id = id or os.environ.get("LOCALRUN_RUN_ID")
+        self.id = id or _settings.env_text("LOCALRUN_RUN_ID")
         self.resume = resume
         self.init_kwargs = init_kwargs
         self._run: localrun.Run | None = None

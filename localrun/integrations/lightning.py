@@ -31,13 +31,15 @@ from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 import localrun
+from localrun import _settings
 from localrun.integrations._common import save_as, storable
 
 CHECKPOINTS = (None, "last", "best", "all")
 
 # The id a logger made on rank zero, for the processes Lightning's DDP launcher starts: they run
 # the same script again, so their logger finds its rank zero's id here.
-_SHARED_ID = "LOCALRUN_LIGHTNING_RUN_ID"
+# Not a setting: how rank zero hands its run id to the ranks DDP starts (inherited env).
+_SHARED_ID = "_LOCALRUN_LIGHTNING_RUN_ID"
 
 
 def _rank() -> int:
@@ -83,8 +85,8 @@ class LocalrunLogger(Logger):  # type: ignore[misc, unused-ignore]  # Any withou
             raise localrun.UsageError(
                 f"checkpoints={checkpoints!r} must be None, 'last', 'best' or 'all'"
             )
-        self._project = project or os.environ.get("LOCALRUN_PROJECT") or "lightning_logs"
-        self._id = id or os.environ.get("LOCALRUN_RUN_ID") or self._shared_id()
+        self._project = project or _settings.env_text("LOCALRUN_PROJECT") or "lightning_logs"
+        self._id = id or _settings.env_text("LOCALRUN_RUN_ID") or self._shared_id()
         self._run_name = name
         self._save_dir = os.fspath(save_dir) if save_dir is not None else None
         self._root = dir

@@ -28,6 +28,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_callback import ExportableState
 
 import localrun
+from localrun import _settings
 from localrun.integrations._common import restore_tree, save_tree, storable
 
 # Keys of the final on_log call of train(): the run's summary, not a row.
@@ -100,7 +101,7 @@ class LocalrunCallback(TrainerCallback, ExportableState):  # type: ignore[misc, 
         if not state.is_world_process_zero:
             return
         stored = _stored_attributes(state)
-        run_id = self.id or stored.get("run_id") or os.environ.get("LOCALRUN_RUN_ID")
+        run_id = self.id or stored.get("run_id") or _settings.env_text("LOCALRUN_RUN_ID")
         config = {"args": storable(args.to_dict())}  # type: ignore[no-untyped-call, unused-ignore]
         model_config = getattr(kwargs.get("model"), "config", None)
         if model_config is not None and hasattr(model_config, "to_dict"):
@@ -192,12 +193,12 @@ class LocalrunCallback(TrainerCallback, ExportableState):  # type: ignore[misc, 
         """The run's latest stored checkpoint folder (``save_checkpoints=True``) copied to
         ``to``, as a path for ``trainer.train(resume_from_checkpoint=...)``; None when the run
         has none. The run is ``run_id``, else ``id=``, else ``LOCALRUN_RUN_ID``."""
-        rid = run_id or self.id or os.environ.get("LOCALRUN_RUN_ID")
+        rid = run_id or self.id or _settings.env_text("LOCALRUN_RUN_ID")
         if rid is None:
             raise localrun.UsageError(
                 "restore_checkpoint needs the run's id: LocalrunCallback(id=...) or run_id="
             )
-        project = self.project or os.environ.get("LOCALRUN_PROJECT") or "uncategorized"
+        project = self.project or _settings.env_text("LOCALRUN_PROJECT") or "uncategorized"
         folder = restore_tree(f"{project}/{rid}", "checkpoint", to, self.dir)
         return None if folder is None else str(folder)
 
