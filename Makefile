@@ -76,8 +76,8 @@ test-nfs: $(STAMP)
 
 # Every benchmark and one table of all their figures; the peers (trackio, wandb offline) live in
 # their own venv, never in the project's.
-bench: $(STAMP) .venv-bench/.installed
-	$(BIN)/python benchmarks/run_all.py
+bench: $(STAMP) .venv-bench/.installed $(MLFLOW)
+	TEST_MLFLOW_BIN=$(abspath $(MLFLOW)) $(BIN)/python benchmarks/run_all.py
 
 .venv-bench/.installed:
 	$(PY) -m venv .venv-bench
