@@ -475,19 +475,18 @@ class Run:
         step = min(_CHECK_EVERY, room_rows, room_cells // per_row)
         self._check_at = len(self._rows) + max(1, step)
 
-    def _made_room(self, batch: Batch | None) -> None:
-        """A batch was written (``batch``) or the buffer taken (None): let waiting log() calls
-        go on, and leave the degraded mode once the writer works again."""
+    def _made_room(self, batch: Batch) -> None:
+        """A batch was written: let waiting log() calls go on, and leave the degraded mode
+        once the writer works again."""
         with self._room:
-            if batch is not None:
-                self._backlog_cells -= batch.cells
-                self._backlog_rows -= len(batch.rows)
-                self._write_error = None
-                self._degraded = False
-                if self._capped:
-                    with self._lock:
-                        self._capped = False
-                        self._refresh_fast()
+            self._backlog_cells -= batch.cells
+            self._backlog_rows -= len(batch.rows)
+            self._write_error = None
+            self._degraded = False
+            if self._capped:
+                with self._lock:
+                    self._capped = False
+                    self._refresh_fast()
             self._next_check()
             self._room.notify_all()
 
@@ -499,7 +498,7 @@ class Run:
                 held = (self._row_cells + self._backlog_cells) * CELL_BYTES / 2**20
                 raise StorageError(
                     f"run {self.path}: {len(self._rows) + self._backlog_rows:,} logged rows "
-                    f"(about {held:,.0f} MB) wait for a writer that fails "
+                    f"(about {held:,.1f} MB) wait for a writer that fails "
                     f"({self._write_error or 'it makes no progress'}); this row is refused. "
                     "The rows already logged are kept and written once the storage works "
                     "again: free space or fix the mount, then log again"
@@ -547,7 +546,8 @@ class Run:
                 config = self._config.as_dict()
                 dropped = self._dropped
                 self._dirty = False
-            self._made_room(None)
+                self._next_check()  # before a log() call can look at the emptied list
+                self._room.notify_all()
             meta = {
                 "project": self.project,
                 "id": self.id,
