@@ -145,6 +145,7 @@ class Run:
         self._jumps = 0  # rows in _rows with an explicit step ("_step")
         self._waits = 0  # log() calls that waited for the writer (the benchmark prints it)
         self._degraded = False  # the writer fails or hangs: buffer past the bound, no waits
+        self._compacting = False  # the writer merges segments (flusher.compact): it is not hung
         self._capped = False  # past the hard cap: log() refuses rows until a write succeeds
         self._write_error: Exception | None = None  # the last failed flush, until one succeeds
         self._dropped = int(m.get("dropped_steps", 0))
@@ -438,6 +439,8 @@ class Run:
         while self._over(1):
             if self._finished or self._error is not None or self._stop.is_set():
                 return
+            if self._compacting:  # busy, not hung: the rows go out once it is done
+                deadline = time.monotonic() + _MAX_WAIT
             left = deadline - time.monotonic()
             if self._write_error is not None or left <= 0:
                 self._degrade()
@@ -645,7 +648,11 @@ class Run:
         for old in retired:
             remove_version(self.dir, old)
         if end is None:
-            flusher.compact(self, meta)
+            self._compacting = True  # log() waits for a compaction without counting the time
+            try:
+                flusher.compact(self, meta)
+            finally:
+                self._compacting = False
 
     def _update(self, change: Callable[[mf.Manifest], None], copy: bool = True) -> None:
         """Commit a change to the run's state as this attempt's owner: the fence (DESIGN §5).
