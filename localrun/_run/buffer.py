@@ -46,6 +46,7 @@ class Batch(NamedTuple):
     steps: Sequence[int]  # a range when no row of the batch jumped (the usual case)
     rows: list[Pending]
     cells: int  # the buffer's estimate of its size (see ``cells``)
+    table: pa.Table | None = None  # once converted (then no rows): what a failed write keeps
 
 
 def cells(rows: list[Pending]) -> int:

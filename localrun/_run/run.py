@@ -469,7 +469,8 @@ class Run:
         threshold (flush due, full, hard cap), even for rows as wide as every number key."""
         per_row = len(self._number_keys) + 3  # the cells of the widest row the hot path takes
         rows = len(self._rows) + self._backlog_rows
-        held = self._row_cells + self._backlog_cells
+        unmeasured = max(0, self._taken + len(self._rows) - self._measured)
+        held = self._row_cells + self._backlog_cells + unmeasured * per_row
         if not self._flush_due():
             room_rows = min(self._flush_rows - len(self._rows), self._max_rows // 4 - rows)
             room_cells = self._max_cells // 4 - held
@@ -480,18 +481,20 @@ class Run:
         step = min(_CHECK_EVERY, room_rows, room_cells // per_row)
         self._check_at = len(self._rows) + max(1, step)
 
-    def _made_room(self, batch: Batch) -> None:
-        """A batch was written: let waiting log() calls go on, and leave the degraded mode
-        once the writer works again."""
+    def _made_room(self, gone: Batch, now: Batch | None = None, written: bool = False) -> None:
+        """``gone`` left the backlog (replaced by ``now``, its converted table): let waiting
+        log() calls go on. ``written``: it is on disk, so the writer works again, which ends
+        the degraded mode and the hard cap."""
         with self._room:
-            self._backlog_cells -= batch.cells
-            self._backlog_rows -= len(batch.rows)
-            self._write_error = None
-            self._degraded = False
-            if self._capped:
-                with self._lock:
-                    self._capped = False
-                    self._refresh_fast()
+            self._backlog_cells -= gone.cells - (now.cells if now is not None else 0)
+            self._backlog_rows -= len(gone.rows)
+            if written:
+                self._write_error = None
+                self._degraded = False
+                if self._capped:
+                    with self._lock:
+                        self._capped = False
+                        self._refresh_fast()
             self._next_check()
             self._room.notify_all()
 
@@ -573,7 +576,15 @@ class Run:
         (the caller holds ``_flush_lock``)."""
         while self._backlog:
             batch = self._backlog[0]
-            table = batch_table(batch, kinds, self._runtime_base, self._t0, where=self.path)
+            table = batch.table
+            if table is None:
+                table = batch_table(batch, kinds, self._runtime_base, self._t0, where=self.path)
+                # The rows are in the table now, in about an eighth of their memory: log() may
+                # go on while the segment is written and fsynced. A failed write keeps the table.
+                converted = Batch(range(0), [], table.nbytes // CELL_BYTES + 1, table)
+                self._backlog[0] = converted
+                self._made_room(batch, converted)
+                batch = converted
             if table.num_rows == 0:  # every row of the batch was refused (logged)
                 self._backlog.pop(0)
                 self._made_room(batch)
@@ -592,7 +603,7 @@ class Run:
             self._seq += 1
             self._pending.append(entry)
             self._backlog.pop(0)
-            self._made_room(batch)
+            self._made_room(batch, written=True)
 
     def _commit(
         self,
