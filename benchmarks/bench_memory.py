@@ -77,7 +77,7 @@ def cell(kind: str, steps: int, root: str) -> dict[str, float]:
             worst = e
     if run is not None:
         run.finish()
-        waits = run._waits
+        waits = getattr(run, "_waits", 0)  # 0 for versions without backpressure
     wall, cpu = perf() - t0, time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
     return {"wall": wall, "cpu": cpu, "rss": rss, "worst": worst, "waits": waits}
