@@ -330,7 +330,8 @@ def show_cmd(ctx: click.Context, run: str, as_json: bool) -> None:
 
 
 def _show_context(out: Console, r: localrun.StoredRun) -> None:
-    """Where each attempt ran: what to check first when a curve surprises (git diff: --json)."""
+    """Where each attempt ran: what to check first when a curve surprises (the diff itself is
+    the blob named by diff_file in --json)."""
     table = _table("attempt", "git", "command", "python", "packages", "job", title="context")
     for a in r.attempts:
         ctx = a.get("context")
@@ -853,6 +854,7 @@ def sync_cmd(
 
 
 def _sync_once(root: Any, url: str, runs: list[Any]) -> int:
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from localrun._sync import engine, urls

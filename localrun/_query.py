@@ -737,7 +737,7 @@ class StoredRun:
 
             hist = json.loads(data)
             return np.asarray(hist["counts"]), np.asarray(hist["edges"])
-        return pq.read_table(io.BytesIO(data))
+        return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
 
     def __repr__(self) -> str:
         return f"<localrun.StoredRun {self.path} state={self.state} last_step={self.last_step}>"

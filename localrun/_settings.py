@@ -18,6 +18,8 @@ LOCALRUN_RESUME_KEY        auto-resume job key (unknown schedulers) any text
 LOCALRUN_FORCE             take a run over from a live-looking owner 1/true/yes, 0/false/no
 LOCALRUN_FLUSH_INTERVAL    seconds between background flushes       > 0 (2)
 LOCALRUN_FLUSH_ROWS        rows that trigger a flush                int >= 1 (10000)
+LOCALRUN_BUFFER_ROWS       rows log() buffers before it waits       int >= 1 (50000)
+LOCALRUN_BUFFER_MB         MB log() buffers before it waits         > 0 (32)
 LOCALRUN_LEASE_TTL         seconds a silent owner keeps its lease   >= 1 (30)
 LOCALRUN_LOCK_TIMEOUT      seconds to wait for the courtesy mutex   > 0 (5)
 LOCALRUN_STALE_LOCK        seconds before a strict claim is stale   > 0 (30)
@@ -75,6 +77,8 @@ KNOWN = (
     "LOCALRUN_FORCE",
     "LOCALRUN_FLUSH_INTERVAL",
     "LOCALRUN_FLUSH_ROWS",
+    "LOCALRUN_BUFFER_ROWS",
+    "LOCALRUN_BUFFER_MB",
     "LOCALRUN_LEASE_TTL",
     "LOCALRUN_LOCK_TIMEOUT",
     "LOCALRUN_STALE_LOCK",
@@ -286,6 +290,8 @@ class Settings:
     force: bool
     flush_interval: float
     flush_rows: int
+    buffer_rows: int  # rows logged but not yet written before log() waits for the writer
+    buffer_mb: float  # their estimated size, likewise (docs/logging.md#memory)
     lease_ttl: float
     compact_fanout: int
     keep_versions: int  # per saved file name; 0 keeps every version
@@ -378,6 +384,8 @@ def resolve(
         force=_flag("LOCALRUN_FORCE") if force is None else bool(force),
         flush_interval=interval,
         flush_rows=_int("LOCALRUN_FLUSH_ROWS", 10_000, 1),
+        buffer_rows=_int("LOCALRUN_BUFFER_ROWS", 50_000, 1),
+        buffer_mb=_number("LOCALRUN_BUFFER_MB", 32.0, 0.001, "megabytes"),
         lease_ttl=lease_ttl(),
         compact_fanout=_int("LOCALRUN_COMPACT_FANOUT", 16, 2, 1024),
         keep_versions=_keep_versions(keep_versions),

@@ -56,7 +56,9 @@ def test_each_attempt_records_its_git_state_and_job(root: Path, tmp_path: Path) 
     assert out.returncode == 0, out.stderr
     second = _attempt_context(root, "c/r", 2)
     assert second["git"]["commit"] == first_commit and second["git"]["dirty"] is True
-    assert "+print('v2')" in second["git"]["diff"]
+    diff = (root / "c" / "r" / second["git"]["diff_file"]).read_text()
+    assert "+print('v2')" in diff and len(diff.encode()) == second["git"]["diff_bytes"]
+    assert "diff" not in second["git"]  # a blob of its own, not a part of every revision
     assert second["job"] is None
     assert _attempt_context(root, "c/r", 1)["git"]["dirty"] is False  # the first one is kept
     shown = cli(root, "show", "c/r", COLUMNS="200")

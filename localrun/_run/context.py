@@ -19,7 +19,7 @@ from typing import TypedDict
 from .._settings import scheduler_job
 from .._store.identity import HOST
 
-DIFF_LIMIT = 64 * 1024  # bytes of `git diff` kept in the revision; the rest is cut (and said so)
+DIFF_LIMIT = 4 * 2**20  # bytes of `git diff` kept (in a blob of its own); the rest is cut
 GIT_TIMEOUT = 5.0
 # Packages whose version explains a result, recorded when the process has imported them.
 WATCHED = (
@@ -47,8 +47,10 @@ class Git(TypedDict, total=False):
     commit: str
     branch: str | None  # None on a detached HEAD
     dirty: bool
-    diff: str  # `git diff HEAD` when dirty, at most DIFF_LIMIT bytes
+    diff: str  # `git diff HEAD` when dirty, at most DIFF_LIMIT bytes (the run stores it as a blob)
     diff_truncated: bool
+    diff_file: str  # where the run stored the diff: media/<2 hex>/<sha256>.diff
+    diff_bytes: int
 
 
 class Context(TypedDict, total=False):

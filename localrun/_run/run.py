@@ -10,6 +10,7 @@ so rows from many threads get every step exactly once and in order). The flush t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -44,7 +45,17 @@ from ..errors import (
 )
 from ..media import Media
 from . import flusher, heartbeat, hooks
-from .buffer import Pending, Row, last_values, to_table
+from .buffer import (
+    CELL_BYTES,
+    STEP,
+    TIME,
+    Batch,
+    Pending,
+    batch_table,
+    cells,
+    extra_cells,
+    last_values,
+)
 from .console import Capture
 from .console import install as install_console
 from .console import uninstall as uninstall_console
@@ -68,6 +79,9 @@ _now = time.time
 _FLOATS = frozenset({float})
 _NUMBERS = frozenset({float, int})
 _INT64 = 2**63
+_MAX_WAIT = 10.0  # seconds log() waits for room before it buffers past the bound (a hung disk)
+_HARD_CAP = 4  # past this many times the bound, log() refuses rows (the writer is failing)
+_CHECK_EVERY = 1024  # rows appended between two looks at the buffer's size, at most
 
 
 def _daemon(loop: Callable[[Run], None], run: Run, what: str) -> threading.Thread:
@@ -81,7 +95,18 @@ def _daemon(loop: Callable[[Run], None], run: Run, what: str) -> threading.Threa
 def _collect_context(run: Run) -> None:
     """The attempt's context (git, command line, packages: ``context.py``), for the next flush."""
     try:
-        run._context = collect_context()
+        ctx = collect_context()
+        git = ctx.get("git")
+        if git and "diff" in git:
+            # The diff goes to a content-addressed blob, not into the revision: a revision is
+            # rewritten by every commit and read by every listing, a diff can be large.
+            payload = git.pop("diff").encode("utf-8", "backslashreplace")
+            sha = hashlib.sha256(payload).hexdigest()
+            rel = f"media/{sha[:2]}/{sha}.diff"
+            write_blob(run.dir, rel, payload, sha)
+            git["diff_file"] = rel
+            git["diff_bytes"] = len(payload)
+        run._context = ctx
     except Exception as exc:  # never let a context problem touch the run
         log.warning("localrun: could not collect the context of %s: %s", run.path, exc)
         return
@@ -152,7 +177,7 @@ class Run:
         self._fast = True
         self._flush_lock = threading.Lock()  # one flush at a time (thread, finish, signal)
         self._rows: list[Pending] = []  # logged since the last flush; log() appends, flush takes
-        self._backlog: list[list[Row]] = []  # taken but not yet written (a failed write keeps them)
+        self._backlog: list[Batch] = []  # taken but not yet written (a failed write keeps them)
         self._pending: list[SegmentEntry] = []  # written but not yet committed segments
         self._seq = 0  # the next name in this attempt's namespace (flushes and merges)
         # Steps are positional: a row of log()'s hot path is appended without one, and gets
@@ -176,6 +201,25 @@ class Run:
         }
         self._number_keys = {k for k, v in self._kinds.items() if v is NUMBER}
         self._flush_rows = s.flush_rows
+        # Backpressure (docs/logging.md#memory). log() looks at the buffer only when len(_rows)
+        # reaches _check_at, so the hot path pays one comparison; _pressure then measures the
+        # new rows (C-level), wakes the writer, and waits while the buffer is full. _room
+        # guards the accounting (taken before _lock, never after it).
+        self._room = threading.Condition()
+        self._max_rows = s.buffer_rows
+        self._max_cells = max(1, int(s.buffer_mb * 2**20) // CELL_BYTES)
+        self._chunk = max(1, min(s.flush_rows, s.buffer_rows // 4))  # rows per segment written
+        self._check_at = 1
+        self._measured = 0  # rows (counted in all, like _taken) whose cells are in _row_cells
+        self._row_cells = 0  # cells of the measured rows still in _rows
+        self._extra = 0  # cells of long strings and lists logged since the last measure
+        self._backlog_cells = 0
+        self._backlog_rows = 0
+        self._jumps = 0  # rows in _rows with an explicit step ("_step")
+        self._waits = 0  # log() calls that waited for the writer (the benchmark prints it)
+        self._degraded = False  # the writer fails or hangs: buffer past the bound, no waits
+        self._capped = False  # past the hard cap: log() refuses rows until a write succeeds
+        self._write_error: Exception | None = None  # the last failed flush, until one succeeds
         self._dropped = int(m.get("dropped_steps", 0))
         self._warned_drop = False
         self._dirty = True
@@ -280,10 +324,12 @@ class Run:
             # The hot path: known number keys, plain floats/ints, no pending row, run open.
             # One append, no step: its place in the list is its step (see __init__), so
             # threads logging at once get every step exactly once, in order, with no lock.
+            row = data.copy()  # a copy (the caller may reuse its dict), then its time:
+            row[TIME] = _now()  # faster than {**data, TIME: t}, which builds key by key
             rows = self._rows
-            rows.append((None, _now(), data.copy()))
-            if len(rows) == self._flush_rows:
-                self._wake.set()  # once: the flush thread takes it from here
+            rows.append(row)
+            if len(rows) >= self._check_at:
+                self._pressure()  # every ~1,000 rows: measure, wake the writer, wait if full
             return
         if self._error is not None:
             raise self._error
@@ -292,12 +338,16 @@ class Run:
         self._check_process()
         if not isinstance(data, Mapping):
             raise UsageError(f"log() takes a dict of key -> value, got {type(data).__name__}")
+        if self._capped:
+            self._refuse_if_full()
         if step is None and commit is not False and not self._row:
             row = self._validate(data)
             with self._lock:
                 self._commit_row(row)
-            return
-        self._log_slow(data, step, commit)
+        else:
+            self._log_slow(data, step, commit)
+        if len(self._rows) >= self._check_at:
+            self._pressure()
 
     def _validate(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """Flat, normalized values with their kinds checked; raises before anything is stored."""
@@ -401,35 +451,60 @@ class Run:
         return refs if isinstance(value, list) else refs[0]
 
     def _commit_row(self, row: dict[str, Any]) -> None:
-        """Append a row (the caller holds ``_lock``): at its jump's step, else the next one."""
+        """Append a row (the caller holds ``_lock``): at its jump's step, else the next one.
+
+        The caller then calls ``_pressure`` if the buffer reached its check point (not here:
+        ``_pressure`` takes ``_room``, which is never taken while holding ``_lock``)."""
         rows = self._rows
         step, self._jump = self._jump, None
-        rows.append((step, time.time(), row))
+        row[TIME] = time.time()
+        if step is not None:
+            row[STEP] = step
+            self._jumps += 1
+        self._extra += extra_cells(row)
+        rows.append(row)
         if step is not None:
             self._anchor = (step + 1, self._taken + len(rows))
-        if len(rows) == self._flush_rows:
-            self._wake.set()
 
-    def _take_rows(self) -> list[Row]:
-        """Take the rows logged so far and give each its step (the caller holds ``_lock``).
+    def _take_rows(self) -> list[Batch]:
+        """Take the rows logged so far, give each its step, and cut them into batches of at
+        most one segment each (the caller holds ``_room`` and ``_lock``).
 
         ``log()`` only appends to the list, so copying a prefix and deleting that prefix (each
         atomic) never loses a row appended meanwhile. A row's step is the previous row's + 1,
         or its jump's step; a jump that threads logging at once overtook goes one past them,
-        so steps stay strictly increasing whatever the interleaving.
+        so steps stay strictly increasing whatever the interleaving. Without a jump (only
+        ``_commit_row`` appends one, under ``_lock``) the steps are a range: no per-row work.
         """
         rows = self._rows
         n = len(rows)
-        batch = rows[:n]
+        taken = rows[:n]
         del rows[:n]
         self._taken += n
         prev = self._resolved
-        resolved: list[Row] = []
-        for step, t, values in batch:
-            prev = prev + 1 if step is None or step <= prev else step
-            resolved.append((prev, t, values))
+        steps: Sequence[int]
+        if self._jumps:
+            self._jumps = 0
+            resolved: list[int] = []
+            for row in taken:
+                step = row.get(STEP)
+                prev = prev + 1 if step is None or step <= prev else step
+                resolved.append(prev)
+            steps = resolved
+        else:
+            steps = range(prev + 1, prev + n + 1)
+            prev += n
         self._resolved = prev
-        return resolved
+        # Every measured row is taken now; the cells of the rest are counted exactly.
+        self._measured = self._taken
+        self._row_cells = 0
+        extra, self._extra = self._extra, 0
+        batches = []
+        for i in range(0, n, self._chunk):
+            chunk = taken[i : i + self._chunk]
+            batches.append(Batch(steps[i : i + self._chunk], chunk, cells(chunk) + extra))
+            extra = 0
+        return batches
 
     def _log_slow(self, data: Mapping[str, Any], step: int | None, commit: bool | None) -> None:
         row = self._validate(data)
@@ -463,7 +538,138 @@ class Run:
             if commit:
                 self._commit_row(self._row)
                 self._row = {}
-            self._fast = not self._row and self._error is None and not self._finished
+            self._refresh_fast()
+
+    # -- backpressure -----------------------------------------------------------------------
+    def _pressure(self) -> None:
+        """The buffer reached a check point: measure it, wake the writer, and wait while it is
+        full (docs/logging.md#memory).
+
+        The wait ends when the writer has made room, the run ends or is superseded, or after
+        ``_MAX_WAIT`` seconds (a hung disk). A writer that fails (a full disk) or hangs is not
+        waited for: rows are buffered past the bound, with one warning, up to ``_HARD_CAP``
+        times it; past that log() raises StorageError (``_refuse_if_full``).
+        """
+        with self._room:
+            self._measure()
+            if self._flush_due() and self._write_error is None:
+                self._wake.set()  # a failing writer retries on its own interval, not per row
+            if self._over(1) and not self._degraded:
+                self._wait_for_room()
+            if self._over(_HARD_CAP):
+                with self._lock:
+                    self._capped = True
+                    self._fast = False
+            self._next_check()
+
+    def _measure(self) -> None:
+        """Count the cells of the rows appended since the last look (the caller holds _room)."""
+        with self._lock:
+            rows = self._rows
+            new = rows[self._measured - self._taken :]
+            self._measured = self._taken + len(rows)
+            extra, self._extra = self._extra, 0
+        self._row_cells += cells(new) + extra
+
+    def _over(self, bound: float) -> bool:
+        """Do the rows not yet written fill ``bound`` times the buffer's bound, by rows or by
+        their estimated bytes? (The caller holds ``_room``.)"""
+        return (
+            len(self._rows) + self._backlog_rows >= bound * self._max_rows
+            or self._row_cells + self._backlog_cells >= bound * self._max_cells
+        )
+
+    def _flush_due(self) -> bool:
+        """``flush_rows`` rows, or a quarter of the bound: time for the writer to take them."""
+        return len(self._rows) >= self._flush_rows or self._over(0.25)
+
+    def _wait_for_room(self) -> None:
+        """Wait (the caller holds ``_room``) until the writer took the buffer under its bound."""
+        if threading.current_thread() is self._thread:
+            return  # the writer never waits for itself
+        self._waits += 1
+        deadline = time.monotonic() + _MAX_WAIT
+        while self._over(1):
+            if self._finished or self._error is not None or self._stop.is_set():
+                return
+            left = deadline - time.monotonic()
+            if self._write_error is not None or left <= 0:
+                self._degrade()
+                return
+            self._wake.set()
+            self._room.wait(min(left, 0.1))
+            self._measure()
+
+    def _degrade(self) -> None:
+        """The writer fails or hangs: stop waiting for it, say so once per episode (the caller
+        holds ``_room``)."""
+        self._degraded = True
+        why = self._write_error or f"no flush made room in {_MAX_WAIT:g} s"
+        warnings.warn(
+            f"localrun: run {self.path}: the writer cannot keep up ({why}); logged rows are "
+            "kept in memory past LOCALRUN_BUFFER_MB / LOCALRUN_BUFFER_ROWS, up to "
+            f"{_HARD_CAP} times that bound, and written as soon as the storage works again",
+            LocalrunWarning,
+            stacklevel=5,
+        )
+
+    def _next_check(self) -> None:
+        """Where log() looks at the buffer next (the caller holds ``_room``): before the next
+        threshold (flush due, full, hard cap), even for rows as wide as every number key."""
+        per_row = len(self._number_keys) + 3  # the cells of the widest row the hot path takes
+        rows = len(self._rows) + self._backlog_rows
+        unmeasured = max(0, self._taken + len(self._rows) - self._measured)
+        held = self._row_cells + self._backlog_cells + unmeasured * per_row
+        if not self._flush_due():
+            room_rows = min(self._flush_rows - len(self._rows), self._max_rows // 4 - rows)
+            room_cells = self._max_cells // 4 - held
+        else:
+            bound = 1 if not self._over(1) else _HARD_CAP
+            room_rows = bound * self._max_rows - rows
+            room_cells = bound * self._max_cells - held
+        step = min(_CHECK_EVERY, room_rows, room_cells // per_row)
+        self._check_at = len(self._rows) + max(1, step)
+
+    def _made_room(self, gone: Batch, now: Batch | None = None, written: bool = False) -> None:
+        """``gone`` left the backlog (replaced by ``now``, its converted table): let waiting
+        log() calls go on. ``written``: it is on disk, so the writer works again, which ends
+        the degraded mode and the hard cap."""
+        with self._room:
+            self._backlog_cells -= gone.cells - (now.cells if now is not None else 0)
+            self._backlog_rows -= len(gone.rows)
+            if written:
+                self._write_error = None
+                self._degraded = False
+                if self._capped:
+                    with self._lock:
+                        self._capped = False
+                        self._refresh_fast()
+            self._next_check()
+            self._room.notify_all()
+
+    def _refuse_if_full(self) -> None:
+        """Past the hard cap: a row is refused with StorageError, not buffered without end."""
+        with self._room:
+            self._measure()
+            if self._over(_HARD_CAP):
+                held = (self._row_cells + self._backlog_cells) * CELL_BYTES / 2**20
+                raise StorageError(
+                    f"run {self.path}: {len(self._rows) + self._backlog_rows:,} logged rows "
+                    f"(about {held:,.1f} MB) wait for a writer that fails "
+                    f"({self._write_error or 'it makes no progress'}); this row is refused. "
+                    "The rows already logged are kept and written once the storage works "
+                    "again: free space or fix the mount, then log again"
+                )
+            with self._lock:
+                self._capped = False
+                self._refresh_fast()
+
+    def _refresh_fast(self) -> None:
+        """``_fast``: may the hot path run? Open, no error, no pending row, not past the hard
+        cap (the caller holds ``_lock``)."""
+        self._fast = (
+            not self._row and self._error is None and not self._finished and not self._capped
+        )
 
     # -- flushing -------------------------------------------------------------------------
     def flush(self) -> None:
@@ -485,113 +691,153 @@ class Run:
         """
         self._check_process()
         with self._flush_lock:
-            with self._lock:
+            with self._room, self._lock:
                 if self._rows:
-                    self._backlog.append(self._take_rows())
+                    batches = self._take_rows()
+                    self._backlog.extend(batches)
+                    self._backlog_rows += sum(len(b.rows) for b in batches)
+                    self._backlog_cells += sum(b.cells for b in batches)
                 kinds = dict(self._kinds)
                 summary = self._summary_locked()
                 explicit = sorted(self._explicit)
                 config = self._config.as_dict()
                 dropped = self._dropped
                 self._dirty = False
+                self._next_check()  # before a log() call can look at the emptied list
+                self._room.notify_all()
             meta = {
                 "project": self.project,
                 "id": self.id,
                 "attempt": self.attempt,
                 "config": config,
             }
-            while self._backlog:
-                table = to_table(
-                    self._backlog[0], kinds, self._runtime_base, self._t0, where=self.path
-                )
-                if table.num_rows == 0:  # every row of the batch was refused (logged)
-                    self._backlog.pop(0)
-                    continue
-                try:
-                    entry = segments.write(self.dir, self.attempt, self._seq, table, meta)
-                except FileExistsError:
-                    # Another process wrote this name: only a newer owner can have, so stop.
-                    self._seq += 1
-                    raise self._superseded(
-                        "a segment of this attempt was written by another process"
-                    ) from None
-                except StorageError:
-                    self._dirty = True
-                    raise
-                self._seq += 1
-                self._pending.append(entry)
-                self._backlog.pop(0)
-            runtime = self._runtime_base + (time.time() - self._t0)
-            pending = list(self._pending)
-            context = None if self._context_committed else self._context
-            self._take_console()
-            chunks = list(self._console_pending)
-            rotated: list[ConsoleEntry] = []
-            self._take_system(final=end is not None)
-            samples = list(self._system_pending)
-            merged_away = list(self._system_replaced)
-            keep = self._settings.keep_versions
-            retired: list[FileVersion] = []  # versions past the bound, removed once committed
-
-            def commit(m: mf.Manifest) -> None:
-                listed = {s["file"] for s in m["segments"]}
-                for e in pending:
-                    if e["file"] not in listed:
-                        m["segments"].append(e)
-                    m["last_step"] = max(m["last_step"], e["max_step"])
-                m["schema"].update(kinds)
-                m["summary"] = {k: mf.encode_value(v) for k, v in summary.items()}
-                m["summary_explicit"] = explicit
-                m["config"] = config
-                m["runtime"] = runtime
-                m["dropped_steps"] = dropped
-                beat_owner(m)
-                retired.clear()  # a commit that lost the race runs again on the newer state
-                if files:
-                    stored = m.setdefault("files", {})
-                    for name, entry in files:
-                        versions = stored.setdefault(name, [])
-                        if entry not in versions:
-                            versions.append(entry)
-                        if keep and len(versions) > keep:
-                            retired.extend(versions[:-keep])
-                            stored[name] = versions[-keep:]
-                if chunks:
-                    rotated[:] = add_chunks(m, chunks, self._settings.console_max_bytes)
-                if samples:
-                    gone = {e["file"] for e in merged_away}
-                    listed_system = [e for e in m.get("system", []) if e["file"] not in gone]
-                    known = {e["file"] for e in listed_system}
-                    m["system"] = listed_system + [e for e in samples if e["file"] not in known]
-                if context is not None:
-                    for a in m["attempts"]:
-                        if a["attempt"] == self.attempt:
-                            a["context"] = dict(context)
-                if end is not None:
-                    release(m, self._token, end[0], end[1], self.attempt)
-
             try:
-                self._update(commit)
-            except (StorageError, LockTimeout):
+                self._write_backlog(kinds, meta)
+            except Exception as exc:  # log() stops waiting for a writer that fails
+                with self._room:
+                    self._write_error = exc
+                    self._room.notify_all()
+                raise
+            self._commit(end, files, kinds, summary, explicit, config, dropped, meta)
+
+    def _write_backlog(self, kinds: dict[str, str], meta: dict[str, Any]) -> None:
+        """Each taken batch becomes a segment, making room for log() as soon as it is on disk
+        (the caller holds ``_flush_lock``)."""
+        while self._backlog:
+            batch = self._backlog[0]
+            table = batch.table
+            if table is None:
+                table = batch_table(batch, kinds, self._runtime_base, self._t0, where=self.path)
+                # The rows are in the table now, in about an eighth of their memory: log() may
+                # go on while the segment is written and fsynced. A failed write keeps the table.
+                converted = Batch(range(0), [], table.nbytes // CELL_BYTES + 1, table)
+                self._backlog[0] = converted
+                self._made_room(batch, converted)
+                batch = converted
+            if table.num_rows == 0:  # every row of the batch was refused (logged)
+                self._backlog.pop(0)
+                self._made_room(batch)
+                continue
+            try:
+                entry = segments.write(self.dir, self.attempt, self._seq, table, meta)
+            except FileExistsError:
+                # Another process wrote this name: only a newer owner can have, so stop.
+                self._seq += 1
+                raise self._superseded(
+                    "a segment of this attempt was written by another process"
+                ) from None
+            except StorageError:
                 self._dirty = True
                 raise
-            del self._pending[: len(pending)]
+            self._seq += 1
+            self._pending.append(entry)
+            self._backlog.pop(0)
+            self._made_room(batch, written=True)
+
+    def _commit(
+        self,
+        end: tuple[str, int | None] | None,
+        files: list[tuple[str, FileVersion]] | None,
+        kinds: dict[str, str],
+        summary: dict[str, Any],
+        explicit: list[str],
+        config: dict[str, Any],
+        dropped: int,
+        meta: dict[str, Any],
+    ) -> None:
+        """Commit the written segments, ``files`` and the end state in one revision (the caller
+        holds ``_flush_lock``), then compact."""
+        runtime = self._runtime_base + (time.time() - self._t0)
+        pending = list(self._pending)
+        context = None if self._context_committed else self._context
+        self._take_console()
+        chunks = list(self._console_pending)
+        rotated: list[ConsoleEntry] = []
+        self._take_system(final=end is not None)
+        samples = list(self._system_pending)
+        merged_away = list(self._system_replaced)
+        keep = self._settings.keep_versions
+        retired: list[FileVersion] = []  # versions past the bound, removed once committed
+
+        def commit(m: mf.Manifest) -> None:
+            listed = {s["file"] for s in m["segments"]}
+            for e in pending:
+                if e["file"] not in listed:
+                    m["segments"].append(e)
+                m["last_step"] = max(m["last_step"], e["max_step"])
+            m["schema"].update(kinds)
+            m["summary"] = {k: mf.encode_value(v) for k, v in summary.items()}
+            m["summary_explicit"] = explicit
+            m["config"] = config
+            m["runtime"] = runtime
+            m["dropped_steps"] = dropped
+            beat_owner(m)
+            retired.clear()  # a commit that lost the race runs again on the newer state
+            if files:
+                stored = m.setdefault("files", {})
+                for name, entry in files:
+                    versions = stored.setdefault(name, [])
+                    if entry not in versions:
+                        versions.append(entry)
+                    if keep and len(versions) > keep:
+                        retired.extend(versions[:-keep])
+                        stored[name] = versions[-keep:]
+            if chunks:
+                rotated[:] = add_chunks(m, chunks, self._settings.console_max_bytes)
+            if samples:
+                gone = {e["file"] for e in merged_away}
+                listed_system = [e for e in m.get("system", []) if e["file"] not in gone]
+                known = {e["file"] for e in listed_system}
+                m["system"] = listed_system + [e for e in samples if e["file"] not in known]
             if context is not None:
-                self._context_committed = True
-            del self._console_pending[: len(chunks)]
-            del self._system_pending[: len(samples)]
-            self._system_mine.extend(samples)
-            del self._system_replaced[: len(merged_away)]
-            for replaced in merged_away:
-                inside(self.dir, replaced["file"], "system segment").unlink(missing_ok=True)
-            for chunk in rotated:
-                inside(self.dir, chunk["file"], "console chunk").unlink(missing_ok=True)
-            for name, version in files or ():
-                point_latest(self.dir, name, version)
-            for old in retired:
-                remove_version(self.dir, old)
-            if end is None:
-                flusher.compact(self, meta)
+                for a in m["attempts"]:
+                    if a["attempt"] == self.attempt:
+                        a["context"] = dict(context)
+            if end is not None:
+                release(m, self._token, end[0], end[1], self.attempt)
+
+        try:
+            self._update(commit)
+        except (StorageError, LockTimeout):
+            self._dirty = True
+            raise
+        del self._pending[: len(pending)]
+        if context is not None:
+            self._context_committed = True
+        del self._console_pending[: len(chunks)]
+        del self._system_pending[: len(samples)]
+        self._system_mine.extend(samples)
+        del self._system_replaced[: len(merged_away)]
+        for replaced in merged_away:
+            inside(self.dir, replaced["file"], "system segment").unlink(missing_ok=True)
+        for chunk in rotated:
+            inside(self.dir, chunk["file"], "console chunk").unlink(missing_ok=True)
+        for name, version in files or ():
+            point_latest(self.dir, name, version)
+        for old in retired:
+            remove_version(self.dir, old)
+        if end is None:
+            flusher.compact(self, meta)  # wakes the compactor thread: never waits
 
     def _update(self, change: Callable[[mf.Manifest], None], copy: bool = True) -> None:
         """Commit a change to the run's state as this attempt's owner: the fence (DESIGN §5).
@@ -633,9 +879,8 @@ class Run:
 
     def _summary_locked(self) -> dict[str, Any]:
         out = dict(self._stored_summary)
-        for rows in self._backlog:
-            out.update(last_values(rows))
-        out.update(last_values(self._rows))
+        want = len(self._kinds)
+        out.update(last_values([*(b.rows for b in self._backlog), self._rows], want))
         out.update({k: v for k, v in self._row.items() if v is not None})
         out.update(self._explicit)
         self._stored_summary = {k: v for k, v in out.items() if k not in self._explicit}

@@ -1,0 +1,154 @@
+"""A tight loop of 10 floats per step: peak memory, the slowest single call, and the whole loop.
+
+Run: PYTHONPATH=. .venv/bin/python benchmarks/bench_memory.py [--steps 10000000] [--repeat 3]
+
+Every cell runs in a fresh process (peak RSS is per process), medians of ``--repeat``:
+
+- ``none``: the loop builds each step's dict of 10 fresh floats and drops it (the RSS baseline);
+- ``lists``: the same loop appends the 10 values to 10 Python lists (the time baseline);
+- ``localrun``: the same loop calls ``run.log(d)``, then ``run.finish()`` (every row on disk).
+
+Wall time and CPU time (``time.process_time``, all threads: the flush thread included) are both
+printed: the machine may be shared, and CPU is what the loop itself costs. "max call" is the
+slowest single ``log()`` (or append); "waits" counts the calls that waited for the writer
+(backpressure), taken from the run's own counter.
+
+The writer compacts segments inline (flusher.compact): while it merges, log() waits once the
+buffer is full, and the merge's own memory (16 segments of 16 segments: 2.56 million rows at
+the second level) counts in the peak RSS. Set LOCALRUN_COMPACT_FANOUT to see the buffer alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _table import print_table
+
+KEYS = [f"m{i}" for i in range(10)]
+
+
+def cell(kind: str, steps: int, root: str) -> dict[str, float]:
+    """One measurement, in this (fresh) process."""
+    perf = time.perf_counter
+    keys = KEYS
+    worst = 0.0
+    waits = 0
+    if kind == "lists":
+        lists: dict[str, list[float]] = {k: [] for k in keys}
+    run = None
+    if kind == "localrun":
+        import localrun
+
+        run = localrun.init(project="bench", dir=root)
+        run.log({k: 0.0 for k in keys})  # the first log of new keys takes the slow path once
+        log = run.log
+    c0, t0 = time.process_time(), perf()
+    for i in range(steps):
+        x = i * 0.001
+        d = {
+            "m0": x,
+            "m1": x + 1.0,
+            "m2": x + 2.0,
+            "m3": x + 3.0,
+            "m4": x + 4.0,
+            "m5": x + 5.0,
+            "m6": x + 6.0,
+            "m7": x + 7.0,
+            "m8": x + 8.0,
+            "m9": x + 9.0,
+        }
+        s = perf()
+        if kind == "localrun":
+            log(d)
+        elif kind == "lists":
+            for k, v in d.items():
+                lists[k].append(v)
+        e = perf() - s
+        if e > worst:
+            worst = e
+    if run is not None:
+        run.finish()
+        waits = getattr(run, "_waits", 0)  # 0 for versions without backpressure
+    wall, cpu = perf() - t0, time.process_time() - c0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+    return {"wall": wall, "cpu": cpu, "rss": rss, "worst": worst, "waits": waits}
+
+
+def run_cell(kind: str, steps: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            [sys.executable, __file__, "--cell", kind, "--steps", str(steps), "--root", tmp],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=10_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cell")
+    parser.add_argument("--root")
+    args = parser.parse_args()
+    if args.cell:
+        print(json.dumps(cell(args.cell, args.steps, args.root)))
+        return
+    med: dict[str, dict[str, float]] = {}
+    for kind in ("none", "lists", "localrun"):
+        cells = [run_cell(kind, args.steps) for _ in range(args.repeat)]
+        med[kind] = {k: statistics.median(c[k] for c in cells) for k in cells[0]}
+    n = args.steps
+    none, lists, lr = med["none"], med["lists"], med["localrun"]
+    rows = [
+        ("peak RSS: loop, no tracker", f"{none['rss']:,.0f} MiB", "the memory baseline"),
+        ("peak RSS: appending to lists", f"{lists['rss']:,.0f} MiB", ""),
+        (
+            "peak RSS: log()",
+            f"{lr['rss']:,.0f} MiB",
+            f"+{lr['rss'] - none['rss']:,.0f} MiB over no tracker (target <= 256)",
+        ),
+        ("slowest single append to lists", f"{lists['worst'] * 1e3:,.2f} ms", ""),
+        (
+            "slowest single log()",
+            f"{lr['worst'] * 1e3:,.2f} ms",
+            f"target <= 50 ms; {lr['waits']:,.0f} calls waited for the writer",
+        ),
+        (
+            "whole loop: appending to lists",
+            f"{lists['wall']:,.2f} s",
+            f"wall; CPU {lists['cpu']:,.2f} s ({lists['cpu'] / n * 1e6:,.2f} us/step)",
+        ),
+        (
+            "whole loop: log() + finish()",
+            f"{lr['wall']:,.2f} s",
+            f"{lr['wall'] / lists['wall']:.2f}x lists wall (target <= 2.5x); CPU "
+            f"{lr['cpu']:,.2f} s = {lr['cpu'] / lists['cpu']:.2f}x lists CPU",
+        ),
+    ]
+    import pyarrow as pa
+
+    print_table(
+        f"localrun tight loop, {n:,} steps x 10 floats (medians of {args.repeat} fresh "
+        f"processes; python {sys.version.split()[0]}, pyarrow {pa.__version__}, "
+        f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f})",
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    if "--cell" not in sys.argv:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()

@@ -1,0 +1,243 @@
+"""log()'s buffer is bounded: when the writer falls behind, log() waits for it (docs/logging.md).
+
+Real threads, locks, signals and a real full disk; no timing asserts. The bound is made tiny
+(LOCALRUN_BUFFER_ROWS / LOCALRUN_BUFFER_MB) so a few thousand rows exercise it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import localrun
+from localrun._run.buffer import CELL_BYTES
+from tests.conftest import spawn
+
+THREADS = 4
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+def _steps(root: Path, key: str = "x") -> list[int]:
+    table = localrun.Api(root).run("p/r").history([key])
+    return table.column("_step").to_pylist()
+
+
+class Watch:
+    """Samples the rows and cells held (logged, not yet written) while the test logs."""
+
+    def __init__(self, run: localrun.Run) -> None:
+        self.run = run
+        self.rows = 0
+        self.cells = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop)
+
+    def _loop(self) -> None:
+        run = self.run
+        while not self.done.is_set():
+            with run._room:  # a consistent view: flushes take rows under _room
+                run._measure()
+                self.rows = max(self.rows, len(run._rows) + run._backlog_rows)
+                self.cells = max(self.cells, run._row_cells + run._backlog_cells)
+
+    def __enter__(self) -> Watch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def _log_from_threads(run: localrun.Run, rows: int, width: int) -> None:
+    """THREADS threads, released at one barrier, each log ``rows`` rows of ``width`` floats."""
+    barrier = threading.Barrier(THREADS)
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        barrier.wait()
+        try:
+            for i in range(rows):
+                run.log({"x": float(i), **{f"k{j}": float(t) for j in range(width - 1)}})
+        except BaseException as exc:  # reported below, not lost in a thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(THREADS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=600)
+    assert not errors, errors[:3]
+
+
+def test_the_buffer_never_holds_more_rows_than_its_bound(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCALRUN_FLUSH_ROWS", "50")
+    monkeypatch.setenv("LOCALRUN_BUFFER_ROWS", "200")
+    run = localrun.init(project="p", id="r", dir=root, flush_interval=3600)
+    with Watch(run) as watch:
+        _log_from_threads(run, 600, 2)
+    run.finish()
+    # Each thread may append one row past a check point before it looks at the buffer.
+    assert watch.rows <= 200 + THREADS, watch.rows
+    assert run._waits > 0  # log() did wait for the writer: the flushes alone never keep up here
+    assert _steps(root) == list(range(THREADS * 600))  # nothing lost, nothing twice
+
+
+def test_the_buffer_never_holds_more_bytes_than_its_bound(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wide rows: the bytes bound binds long before the rows bound."""
+    monkeypatch.setenv("LOCALRUN_BUFFER_ROWS", "1000000")
+    monkeypatch.setenv("LOCALRUN_BUFFER_MB", "0.1")  # about 1,600 cells: about 30 rows of 50
+    run = localrun.init(project="p", id="r", dir=root, flush_interval=3600)
+    run.log({"x": 0.0, **{f"k{j}": 0.0 for j in range(49)}})  # the keys become known
+    bound = run._max_cells
+    assert bound == int(0.1 * 2**20) // CELL_BYTES
+    with Watch(run) as watch:
+        _log_from_threads(run, 200, 50)
+    run.finish()
+    assert watch.cells <= bound + THREADS * 52, (watch.cells, bound)
+    assert _steps(root) == list(range(1 + THREADS * 200))
+
+
+def test_a_waiting_log_and_finish_from_another_thread_both_end(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer is held up (a real lock held by the test); log() fills the buffer and waits;
+    finish() from another thread must then end both, with every row written."""
+    monkeypatch.setenv("LOCALRUN_FLUSH_ROWS", "10")
+    monkeypatch.setenv("LOCALRUN_BUFFER_ROWS", "40")
+    run = localrun.init(project="p", id="r", dir=root, flush_interval=3600)
+    run._flush_lock.acquire()
+
+    def logger() -> None:
+        try:
+            for i in range(10**6):
+                run.log({"x": float(i)})
+        except localrun.UsageError:  # "run is finished": the end of this thread's logging
+            pass
+
+    th = threading.Thread(target=logger)
+    th.start()
+    deadline = time.monotonic() + 60
+    while run._waits == 0 and time.monotonic() < deadline:  # until log() waits for room
+        time.sleep(0.01)
+    finisher = threading.Thread(target=run.finish)
+    finisher.start()
+    run._flush_lock.release()
+    finisher.join(timeout=120)
+    th.join(timeout=120)
+    assert not finisher.is_alive() and not th.is_alive()
+    assert run._waits > 0
+    steps = _steps(root)
+    assert steps == list(range(len(steps))) and len(steps) >= 40
+    assert localrun.Api(root).run("p/r").state == "finished"
+
+
+def test_sigterm_while_log_waits_for_the_writer_keeps_every_row(root: Path) -> None:
+    """A preemption arrives while the main thread waits in log(): the process still unwinds,
+    flushes and records the attempt preempted, with every row it logged."""
+    proc = spawn(
+        """
+        import os, threading, time
+        import localrun
+        run = localrun.init(project="p", id="r", flush_interval=3600)
+
+        def hold_the_writer():
+            with run._flush_lock:  # the writer cannot write until the preemption arrives
+                while not run._preempted:
+                    time.sleep(0.01)
+
+        threading.Thread(target=hold_the_writer, daemon=True).start()
+
+        def report():
+            while run._waits == 0:
+                time.sleep(0.01)
+            print("waiting", flush=True)
+
+        threading.Thread(target=report, daemon=True).start()
+        with run:
+            for i in range(10**7):
+                run.log({"x": float(i)})
+        """,
+        root,
+        LOCALRUN_FLUSH_ROWS="10",
+        LOCALRUN_BUFFER_ROWS="50",
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "waiting"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    stored = localrun.Api(root).run("p/r")
+    assert stored.state == "preempted"
+    steps = _steps(root)
+    assert steps == list(range(len(steps))) and len(steps) >= 50
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:  # to the last byte
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@needs_root
+def test_a_full_disk_never_blocks_log_and_refuses_rows_past_the_hard_cap(
+    tmpfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer fails (ENOSPC): log() does not wait for it, warns once, buffers up to four
+    times the bound, then raises StorageError for each further row; once space is freed every
+    buffered row is written and log() works again."""
+    monkeypatch.setenv("LOCALRUN_FLUSH_ROWS", "10")
+    monkeypatch.setenv("LOCALRUN_BUFFER_ROWS", "50")
+    run = localrun.init(project="p", id="r", dir=tmpfs, flush_interval=3600)
+    run.log({"x": 0.0})
+    run.flush()
+    _fill(tmpfs / "filler")
+    logged = 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(localrun.StorageError, match="refused") as info:
+            for i in range(1, 10_000):
+                run.log({"x": float(i)})
+                logged += 1
+    assert "disk is full" in str(info.value) or "No space" in str(info.value)
+    # The hard cap: 4 x 50 rows, plus the one batch (10 rows) the failed flush had already
+    # converted into a table, which counts by its (much smaller) bytes.
+    assert 4 * 50 <= logged <= 4 * 50 + 10 + 1
+    cannot = [w for w in caught if "cannot keep up" in str(w.message)]
+    assert len(cannot) == 1 and issubclass(cannot[0].category, localrun.LocalrunWarning)
+    with pytest.raises(localrun.StorageError, match="refused"):
+        run.log({"x": -1.0})  # still refused: nothing was written meanwhile
+    (tmpfs / "filler").unlink()
+    run.flush()  # the storage works again: every buffered row is written
+    for i in range(logged, logged + 100):
+        run.log({"x": float(i)})  # and log() takes rows again
+    run.finish()
+    assert _steps(tmpfs) == list(range(logged + 100))
