@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
+from .._store.atomic import fsync_dir
 from .._store.layout import MANIFEST, is_temp
 from ..errors import RemoteUnavailableError, SyncError, UsageError
 from .remote import Progress
@@ -124,7 +125,7 @@ class LocalStore:
             return
         with self._remote("make the objects durable"):
             for folder in sorted(self._unsynced):
-                _fsync_dir(folder)
+                fsync_dir(folder)
             self._unsynced.clear()
         self._put(key, iter([data]), lambda: None, now=True)
 
@@ -159,7 +160,7 @@ class LocalStore:
             finally:
                 tmp.unlink(missing_ok=True)
             if now:
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
             elif durable:
                 self._unsynced.add(final.parent)
 
@@ -180,19 +181,6 @@ class LocalStore:
 
     def close(self) -> None:
         pass
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class ArrowStore:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
 import localrun
-from tests.conftest import child_env, track
+from tests.integrations._training import log_tail, start_training
 
 # Real training loops of a framework, SIGKILLed and resumed: minutes, so a target of their own.
 pytestmark = pytest.mark.frameworks
@@ -65,23 +64,11 @@ print("RUN", used.run_id, "REBUILT", used is not callback, flush=True)
 
 
 def _start(tmp: Path, root: Path, **env: str) -> subprocess.Popen[str]:
-    script = tmp / "train.py"
-    script.write_text(TRAIN)
-    out = open(tmp / "train.log", "a")  # noqa: SIM115 - the child writes it until it ends
-    return track(
-        subprocess.Popen(
-            [sys.executable, str(script)],
-            cwd=tmp,
-            env=child_env(root, LOCALRUN_FLUSH_INTERVAL="0.05", **env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    )
+    return start_training(tmp, root, TRAIN, **env)
 
 
 def _log(tmp: Path) -> str:
-    return (tmp / "train.log").read_text()[-5000:]
+    return log_tail(tmp)
 
 
 def _committed_step(root: Path) -> int:
