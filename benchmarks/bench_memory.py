@@ -13,9 +13,9 @@ printed: the machine may be shared, and CPU is what the loop itself costs. "max 
 slowest single ``log()`` (or append); "waits" counts the calls that waited for the writer
 (backpressure), taken from the run's own counter.
 
-The writer compacts segments inline (flusher.compact): while it merges, log() waits once the
-buffer is full, and the merge's own memory (16 segments of 16 segments: 2.56 million rows at
-the second level) counts in the peak RSS. Set LOCALRUN_COMPACT_FANOUT to see the buffer alone.
+Compaction runs on a thread of its own (flusher.Compactor), so log() never waits for a merge,
+but a merge's own memory (16 segments of 16 segments: 2.56 million rows at the second level)
+counts in the peak RSS. Set LOCALRUN_COMPACT_FANOUT to see the buffer alone.
 """
 
 from __future__ import annotations
