@@ -22,6 +22,13 @@ and the server side), and waits there for a GO file: the suite releases it once 
                                            one commit under the strict mutex; with
                                            make-and-stop, create p/RUN and stop (SIGSTOP)
                                            while publishing the filelock claim record
+    sync-race ROOT URL OUT GO [make|again] run ``localrun sync --to URL --all`` (the CLI's own
+                                           entry point, in this process) when GO exists; with
+                                           ``make``, first write SYNC_RUNS runs under ROOT (one
+                                           resumed: two attempts); with ``again``, once both
+                                           syncers are done, sync once more without this
+                                           root's sync cursors (so every run is asked of the
+                                           remote), recording the remote's files around it
     check-race OUT TOTAL                   exactly one winner, TOTAL - 1 RunInUseError
     check-takeover ROOT RUN OUT MAXWAIT    B waited at most MAXWAIT s; steps contiguous; the old
                                            owner committed nothing after B took over
@@ -463,6 +470,115 @@ def _no_mutex(lock_path: Path, opts: StoreOptions) -> Iterator[bool]:
     yield False
 
 
+SYNC_RUNS = {"r0": 300, "r1": 200, "r2": 250}  # run id -> steps; r0 is resumed once
+
+
+def sync_make(root: str) -> None:
+    """The root the syncers push: a few runs on the export, one with two attempts."""
+    for run_id, steps in SYNC_RUNS.items():
+        with localrun.init(project=PROJECT, id=run_id, dir=root, config={"lr": 0.1}) as r:
+            for i in range(steps):
+                r.log({"loss": 1.0 / (i + 1), "i": float(i)})
+                if i == steps // 2:
+                    r.flush()  # two segments per attempt
+    with localrun.init(project=PROJECT, id="r0", dir=root, resume="must") as r:
+        for i in range(100):
+            r.log({"loss": 0.5 / (i + 1), "i": float(i)})
+
+
+def _cli_sync(root: str, url: str) -> tuple[int, str]:
+    """``localrun --root ROOT sync --to URL --all`` through the CLI's entry point: its exit
+    status and what it printed on stdout (the one-line summary)."""
+    import io
+    from contextlib import redirect_stdout
+
+    from localrun import _cli
+
+    buf, code = io.StringIO(), 0
+    with redirect_stdout(buf):
+        try:
+            _cli.main(["--root", root, "sync", "--to", url, "--all"])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, buf.getvalue().strip()
+
+
+def _warm_up_sync() -> None:
+    """Import what a sync pass loads before the barrier, so both syncers start at the GO
+    (importing costs 10 to 20 s in the emulated VM)."""
+    import rich.progress  # noqa: F401
+
+    from localrun import _cli  # noqa: F401
+    from localrun._sync import engine, fsstore, replica, urls  # noqa: F401
+
+    _warm_up_parquet()
+
+
+def _age() -> float:
+    """Seconds since this process started (where an emulated VM's time goes: the imports)."""
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return float(Path("/proc/uptime").read_text().split()[0]) - started
+
+
+def sync_race(root: str, url: str, out: str, go: str, then: str = "") -> None:
+    """One racing syncer; ``then`` is ``make`` (write the runs first) or ``again`` (after the
+    race, the second sync: in this process, as an import costs 10 to 40 s in the VM)."""
+    o, age, t0 = Path(out), _age(), time.monotonic()
+    if then == "make":
+        sync_make(root)
+    t1 = time.monotonic()
+    _warm_up_sync()
+    me = f"{HOST}-{os.getpid()}"
+    say(o, f"ready-{me}", {})
+    print(
+        f"{HOST}: ready (imported after {age:.0f}s, runs written in {t1 - t0:.0f}s, "
+        f"warm-up {time.monotonic() - t1:.0f}s)",
+        flush=True,
+    )
+    if not wait_for(Path(go), 600):
+        raise SystemExit("sync-race: GO never came")
+    t0 = time.time()
+    code, line = _cli_sync(root, url)
+    t1 = time.time()
+    say(o, f"synced-{me}", {"rc": code, "line": line, "start": t0, "end": t1})
+    print(f"{HOST}: exit {code}: {line}", flush=True)
+    if code:
+        sys.exit(code)
+    if then == "again":
+        deadline = time.monotonic() + 300
+        while sum(p.name.startswith("synced-") for p in o.iterdir()) < 2:
+            if time.monotonic() > deadline:
+                raise SystemExit("sync-race: the other syncer never finished")
+            time.sleep(0.05)
+        sync_again(root, url, out)
+
+
+def _files(folder: Path) -> dict[str, list[int]]:
+    """Every file under ``folder``: relative path -> [size, mtime_ns]."""
+    found = {}
+    for dirpath, _, names in os.walk(folder):
+        for n in names:
+            p = Path(dirpath, n)
+            st = p.stat()
+            found[p.relative_to(folder).as_posix()] = [st.st_size, st.st_mtime_ns]
+    return found
+
+
+def sync_again(root: str, url: str, out: str) -> None:
+    """A second sync after the race, as a node with no cursors of its own would run it."""
+    import shutil
+    from urllib.parse import urlsplit
+
+    remote = Path(urlsplit(url).path)
+    shutil.rmtree(Path(root) / ".sync", ignore_errors=True)
+    before = _files(remote)
+    code, line = _cli_sync(root, url)
+    after = _files(remote)
+    say(Path(out), "again", {"rc": code, "line": line, "before": before, "after": after})
+    print(f"{HOST} second sync: exit {code}: {line}", flush=True)
+
+
 # -- checks -----------------------------------------------------------------------------------
 def check_race(out: str, total: str) -> None:
     o = Path(out)
@@ -572,6 +688,60 @@ def check_counter(root: str, run: str, out: str) -> None:
     )
 
 
+def check_sync_race(root: str, remote: str, out: str) -> None:
+    """Two hosts pushed one root to one remote at once: the remote equals the root, and a
+    third pass moves nothing."""
+    o = Path(out)
+    synced = [read(o, p.name) for p in o.iterdir() if p.name.startswith("synced-")]
+    check(len(synced) == 2, f"{len(synced)} of 2 syncers reported")
+    check(all(s["rc"] == 0 for s in synced), f"a syncer failed: {synced}")
+    first, last = sorted(synced, key=lambda s: s["start"])
+    overlap = min(first["end"], last["end"]) - last["start"]
+    print(
+        f"sync-race: the two passes overlapped {overlap:.1f}s (started {last['start'] - first['start']:.2f}s apart)"
+    )
+    for s in synced:
+        print(f"sync-race: {s['line']}")
+    here, there = localrun.Api(root), localrun.Api(remote)
+    mine = {r.path: r for r in here.runs()}
+    theirs = {r.path: r for r in there.runs()}
+    want = sorted(f"{PROJECT}/{r}" for r in SYNC_RUNS)
+    check(sorted(mine) == want, f"the local root holds {sorted(mine)}, not {want}")
+    check(sorted(theirs) == want, f"the remote holds {sorted(theirs)}, not {want}")
+    for path, a in mine.items():
+        b = theirs[path]
+        check(b.manifest == a.manifest, f"{path}: the manifests differ")
+        ha, hb = a.history(all_attempts=True), b.history(all_attempts=True)
+        check(hb.equals(ha), f"{path}: history(all_attempts=True) differs")
+        la = revisions.list_revisions(a.dir)
+        lb = revisions.list_revisions(b.dir)
+        check(
+            lb[-1:] == la[-1:], f"{path}: newest revision {lb[-1:]} on the remote, {la[-1:]} here"
+        )
+        check(
+            revisions.read_revision(b.dir, lb[-1]) == revisions.read_revision(a.dir, la[-1]),
+            f"{path}: the newest revisions differ",
+        )
+    r0 = mine[f"{PROJECT}/r0"]
+    check(len(r0.attempts) == 2, f"r0 has {len(r0.attempts)} attempts, not 2")
+    rows = {p: r.history(all_attempts=True).num_rows for p, r in theirs.items()}
+    temps = [p for p in _files(Path(remote)) if ".tmp-" in p]
+    check(not temps, f"temporary files left on the remote: {temps}")
+    again = read(o, "again")
+    check(again["rc"] == 0, f"the second sync exited {again['rc']}: {again['line']}")
+    check(
+        " 0 pushed" in again["line"] and f"{len(want)} already there" in again["line"],
+        f"the second sync pushed something: {again['line']}",
+    )
+    added = sorted(set(again["after"]) - set(again["before"]))
+    changed = sorted(p for p in again["before"] if again["after"].get(p) != again["before"][p])
+    check(not added and not changed, f"the second sync added {added}, rewrote or removed {changed}")
+    print(
+        f"sync-race: the remote equals the root ({rows} rows, all attempts); a second sync "
+        f"without cursors moved nothing ({len(again['after'])} files unchanged)"
+    )
+
+
 def check_all(srv: str, out: str, *steps: str) -> None:
     """Check every step that ran, in one process (an import costs 10 to 20 s in the VM).
 
@@ -587,6 +757,9 @@ def check_all(srv: str, out: str, *steps: str) -> None:
         "fence": lambda o: check_takeover(srv, "fence", o, maxwait),
         "counter": lambda o: check_counter(srv, "counter", o),
         "strict-reclaim": lambda o: check_strict(srv, "strict-reclaim", o),
+        "sync-race": lambda o: check_sync_race(
+            f"{srv}/sync-race/root", f"{srv}/sync-race/remote", o
+        ),
     }
     failed = 0
     for step in steps:
@@ -621,6 +794,7 @@ ROLES = {
     "takeover": takeover,
     "commit-loop": commit_loop,
     "strict-commit": strict_commit,
+    "sync-race": sync_race,
     "check-race": check_race,
     "check-takeover": check_takeover,
     "check-counter": check_counter,

@@ -14,7 +14,7 @@ set -u
 cd "$(dirname "$0")/../.."
 # The commit counter (the slowest step) runs on 4.2 and nolock only: CI's whole run must stay
 # within its time budget, and v3 with lockd is covered by every other step.
-PLANS=("4.2|race dead stop-random stop-in-mutex fence counter"
+PLANS=("4.2|race dead stop-random stop-in-mutex fence counter sync-race"
        "3|race dead stop-random stop-in-mutex fence"
        "3:nolock|race stop-in-mutex counter strict-reclaim")
 planned=0

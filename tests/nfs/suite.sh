@@ -2,7 +2,7 @@
 # Runs inside the NFS VM (../shared/nfs/nfs-run): the revision CAS, the lease and fencing across
 # two client hosts of one export (DESIGN.md section 5). Usage:
 #   nfs-run --vers V tests/nfs/suite.sh [STEP...]      (default: every step)
-# Steps: race dead stop-random stop-in-mutex fence counter strict-reclaim. Each prints "== STEP <name>: start"
+# Steps: race dead stop-random stop-in-mutex fence counter strict-reclaim sync-race. Each prints "== STEP <name>: start"
 # when it begins; at the end one process checks them all and prints one line per step,
 # "== STEP <name>: PASS|FAIL (<s>s)", which tests/nfs/run-all.sh counts. A failed step does not
 # stop the others (each uses its own run and is cleaned up after); the exit status is 1 if any
@@ -154,6 +154,20 @@ step_strict_reclaim() {
   on_host B $PY $D strict-commit $MNT_B strict-reclaim $o || return 1
   kill -CONT $apid
   wait $a || { echo "A's commit failed after it continued"; return 1; }
+}
+
+# 7. Two hosts push one root to one remote (both on the export) at once (issue 9): A writes
+#    the runs (one resumed), both syncers import and wait, one GO releases them; the remote then
+#    equals the root (checked from the server side), and a second sync from B, without its
+#    cursors, adds and rewrites nothing.
+step_sync_race() {
+  o=$OUT/sync-race
+  bg on_host A $PY $D sync-race $MNT_A/sync-race/root file://$MNT_A/sync-race/remote $o $o/go make
+  bg on_host B $PY $D sync-race $MNT_B/sync-race/root file://$MNT_B/sync-race/remote $o $o/go again
+  wait_count $o ready- 2 240 || return 1
+  echo "sync-race: runs written and both syncers waiting after $(( $(date +%s) - t0 ))s"
+  touch $o/go
+  for p in $PIDS; do wait "$p" || { echo "a syncer failed"; return 1; }; done
 }
 
 echo "== NFS $NFS_VERS: steps $*"
