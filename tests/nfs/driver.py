@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import localrun
-from localrun._store import atomic, layout, ownership, revisions
+from localrun._store import atomic, layout, locks, ownership, revisions
 from localrun._store import manifest as mf
 from localrun._store.locks import lock_kind
 from localrun._store.options import StoreOptions
@@ -138,7 +138,7 @@ class Timers:
         self.wrap(atomic, "replace_file", "replace hint")
         self.wrap(ownership, "check_newest_segment", "check segment")
         self.wrap(ownership, "adopt_orphans", "adopt orphans")
-        real_mutex = mf.manifest_mutex
+        real_mutex = locks.manifest_mutex
 
         @contextmanager
         def mutex(lock_path: Path, opts: StoreOptions) -> Iterator[bool]:
@@ -148,7 +148,7 @@ class Timers:
                 self.add(label, time.monotonic() - t0)
                 yield held
 
-        mf.manifest_mutex = mutex  # type: ignore[assignment]
+        locks.manifest_mutex = mutex  # type: ignore[assignment]
 
     def report(self, who: str) -> str:
         parts = [
@@ -225,7 +225,7 @@ def _instrument(trigger: Path | None, out: Path, log: list[dict[str, Any]]) -> N
     was held then is recorded too).
     """
     real_publish = revisions.publish
-    real_mutex = mf.manifest_mutex
+    real_mutex = locks.manifest_mutex
     state = threading.local()
     fired = threading.Lock()
 
@@ -255,7 +255,7 @@ def _instrument(trigger: Path | None, out: Path, log: list[dict[str, Any]]) -> N
         return rev
 
     revisions.publish = publish  # type: ignore[assignment]
-    mf.manifest_mutex = mutex  # type: ignore[assignment]
+    locks.manifest_mutex = mutex  # type: ignore[assignment]
     threading.Thread(target=_stall_reporter, args=(log,), daemon=True).start()
 
 
@@ -417,7 +417,7 @@ def commit_loop(
         create(root, run)
     opts = StoreOptions(keep_revisions=10**9)  # keep every revision: the check walks them all
     if mode == "cas":
-        mf.manifest_mutex = _no_mutex  # type: ignore[assignment]
+        locks.manifest_mutex = _no_mutex  # type: ignore[assignment]
     timers = Timers()
     timers.install()
     conflicts = 0
