@@ -12,10 +12,12 @@
 # rest of CI still runs.
 set -u
 cd "$(dirname "$0")/../.."
-# The commit counter (the slowest step) runs on 4.2 and nolock only: CI's whole run must stay
-# within its time budget, and v3 with lockd is covered by every other step.
+# CI's whole run must stay within its time budget: the commit counter (the slowest step) runs on
+# 4.2 and nolock only, the two-host sync race on 4.2 only, and v3 with lockd keeps the steps
+# where its locking differs (the race, an owner stopped inside the mutex, fencing); a dead or
+# randomly stopped owner is judged by the lease alone, the same on every version.
 PLANS=("4.2|race dead stop-random stop-in-mutex fence counter sync-race"
-       "3|race dead stop-random stop-in-mutex fence"
+       "3|race stop-in-mutex fence"
        "3:nolock|race stop-in-mutex counter strict-reclaim")
 planned=0
 for p in "${PLANS[@]}"; do set -- ${p#*|}; planned=$((planned + $#)); done
