@@ -711,11 +711,13 @@ class StoredRun:
             raise UsageError(
                 f"run {self.path}: key {key!r} holds no media (its kind is {kind or 'unknown'})"
             )
+        import pyarrow.compute as pc
+
         table = self.history([key])
-        rows = [r[key] for r in table.to_pylist() if r["_step"] == step]
-        if not rows or rows[0] is None:
+        at = pc.index(table["_step"], step).as_py()  # one lookup, not the column as Python
+        value = table[key][at].as_py() if at >= 0 else None
+        if value is None:
             raise RunNotFoundError(f"run {self.path} has no {key!r} at step {step}")
-        value = rows[0]
         if kind == LIST_MEDIA:
             return [self._open_media(ref) for ref in value]
         return self._open_media(value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -79,17 +78,6 @@ def test_bad_variables_are_named(root: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("LOCALRUN_RUN_ID", "x" * 65)
     with pytest.raises(localrun.InvalidIdError, match="limit is 64"):
         localrun.init(project="p", dir=root)
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @needs_root

@@ -49,7 +49,7 @@ class Git(TypedDict, total=False):
     dirty: bool
     diff: str  # `git diff HEAD` when dirty, at most DIFF_LIMIT bytes (the run stores it as a blob)
     diff_truncated: bool
-    diff_file: str  # where the run stored the diff: media/<2 hex>/<sha256>.diff
+    diff_file: str  # where the run stored the diff: context/<sha256>.diff
     diff_bytes: int
 
 

@@ -102,7 +102,7 @@ def _collect_context(run: Run) -> None:
             # rewritten by every commit and read by every listing, a diff can be large.
             payload = git.pop("diff").encode("utf-8", "backslashreplace")
             sha = hashlib.sha256(payload).hexdigest()
-            rel = f"media/{sha[:2]}/{sha}.diff"
+            rel = f"context/{sha}.diff"
             write_blob(run.dir, rel, payload, sha)
             git["diff_file"] = rel
             git["diff_bytes"] = len(payload)
@@ -417,24 +417,23 @@ class Run:
             return
         batch = rows[: len(rows)]
         del rows[: len(batch)]
-        entries = [*self._system_mine, *self._system_pending]
-        if len(entries) + 1 >= SYSTEM_MERGE_AT and not self._system_pending:
-            table = system_store.to_table(batch)
-            entry = _publish_next(
-                lambda seq: system_store.merge(self.dir, entries, table, self.attempt, seq),
-                self._system_seq,
-            )
-            self._system_seq = entry["seq"] + 1
-            self._system_mine = []
-            self._system_pending.append(entry)
-            self._system_replaced.extend(entries)
-            return
         table = system_store.to_table(batch)
+        merged = list(self._system_mine)  # committed ones only: a pending one is not yet listed
+        if self._system_pending or len(merged) + 1 < SYSTEM_MERGE_AT:
+            merged = []
         entry = _publish_next(
-            lambda seq: system_store.write(self.dir, self.attempt, seq, table), self._system_seq
+            lambda seq: (
+                system_store.merge(self.dir, merged, table, self.attempt, seq)
+                if merged
+                else system_store.write(self.dir, self.attempt, seq, table)
+            ),
+            self._system_seq,
         )
         self._system_seq = entry["seq"] + 1
         self._system_pending.append(entry)
+        if merged:
+            self._system_mine = []
+            self._system_replaced.extend(merged)
 
     def _release_console(self) -> None:
         if self._streams is not None:

@@ -12,15 +12,15 @@ import hashlib
 from pathlib import Path
 
 from . import atomic
-from .layout import MEDIA, safe_dir
+from .layout import safe_dir
 
 
 def write_blob(run_dir: Path, rel_path: str, payload: bytes, sha256: str) -> None:
-    """Store ``payload`` at ``rel_path`` (``media/<2 hex>/<sha256><suffix>``) unless a blob of
-    that content is there."""
+    """Store ``payload`` at ``rel_path`` (named by its sha256: ``media/<2 hex>/<sha256><suffix>``,
+    ``context/<sha256>.diff``) unless a blob of that content is there."""
     rel = Path(rel_path)
     try:
-        folder = safe_dir(run_dir, f"{MEDIA}/{rel.parent.name}")
+        folder = safe_dir(run_dir, rel.parent.as_posix())
     except OSError as exc:
         raise atomic.storage_error(exc, "create the folder", run_dir / rel.parent) from exc
     final = folder / rel.name

@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import atomic
-from .layout import inside, safe_dir
+from .layout import inside, safe_dir, segment_name
 from .records import SystemEntry
+from .segments import write_options
 
 SYSTEM = "system"
 MERGE_AT = 16
@@ -43,10 +44,10 @@ def write(run_dir: Path, attempt: int, seq: int, table: pa.Table, level: int = 0
         folder = safe_dir(run_dir, SYSTEM)
     except OSError as exc:
         raise atomic.storage_error(exc, "create the folder", run_dir / SYSTEM) from exc
-    name = f"{attempt:04d}-{seq:06d}.parquet"
+    name = segment_name(attempt, seq)
     meta = {"localrun": json.dumps({"stream": SYSTEM, "attempt": attempt})}
     table = table.replace_schema_metadata(meta)
-    atomic.publish_file(folder / name, lambda p: pq.write_table(table, p, compression="zstd"))
+    atomic.publish_file(folder / name, lambda p: pq.write_table(table, p, **write_options(table)))
     times = table.column("_timestamp")
     return {
         "file": f"{SYSTEM}/{name}",

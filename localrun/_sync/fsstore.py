@@ -60,6 +60,17 @@ def _unavailable(url: str, what: str, exc: BaseException) -> RemoteUnavailableEr
     return RemoteUnavailableError(f"{url}: cannot {what}: {exc}; {hint}")
 
 
+@contextmanager
+def _remote(url: str, what: str) -> Iterator[None]:
+    """An OSError of the store (down, full, read-only, refused) as the remote being unavailable."""
+    try:
+        yield
+    except SyncError:
+        raise
+    except OSError as exc:
+        raise _unavailable(url, what, exc) from exc
+
+
 class Hashing:
     """Copies chunks while counting bytes and hashing them (one read of the source)."""
 
@@ -98,17 +109,8 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    @contextmanager
-    def _remote(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except SyncError:
-            raise
-        except OSError as exc:
-            raise _unavailable(self.url, what, exc) from exc
-
     def stat(self, key: str) -> int | None:
-        with self._remote(f"look at {key}"):
+        with _remote(self.url, f"look at {key}"):
             try:
                 return os.stat(self._path(key)).st_size
             except (FileNotFoundError, NotADirectoryError):
@@ -123,7 +125,7 @@ class LocalStore:
         if is_mutable(key):  # the manifest copy: atomic, but a hint not worth an fsync
             self._put(key, iter([data]), lambda: None, durable=False)
             return
-        with self._remote("make the objects durable"):
+        with _remote(self.url, "make the objects durable"):
             for folder in sorted(self._unsynced):
                 fsync_dir(folder)
             self._unsynced.clear()
@@ -138,7 +140,7 @@ class LocalStore:
         durable: bool = True,
     ) -> None:
         final = self._path(key)
-        with self._remote(f"write {key}"):
+        with _remote(self.url, f"write {key}"):
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = final.with_name(
                 f"{final.name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
@@ -165,14 +167,14 @@ class LocalStore:
                 self._unsynced.add(final.parent)
 
     def get_bytes(self, key: str) -> bytes | None:
-        with self._remote(f"read {key}"):
+        with _remote(self.url, f"read {key}"):
             try:
                 return self._path(key).read_bytes()
             except (FileNotFoundError, NotADirectoryError):
                 return None
 
     def list(self, prefix: str) -> list[str]:
-        with self._remote(f"list {prefix}"):
+        with _remote(self.url, f"list {prefix}"):
             try:
                 names = os.listdir(self._path(prefix.rstrip("/")))
             except (FileNotFoundError, NotADirectoryError):
@@ -205,17 +207,8 @@ class ArrowStore:
     def _path(self, key: str) -> str:
         return f"{self.base}/{check_key(key)}" if self.base else check_key(key)
 
-    @contextmanager
-    def _remote(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except SyncError:
-            raise
-        except OSError as exc:
-            raise _unavailable(self.url, what, exc) from exc
-
     def stat(self, key: str) -> int | None:
-        with self._remote(f"look at {key}"):
+        with _remote(self.url, f"look at {key}"):
             info = self.fs.get_file_info(self._path(key))
         if info.type != self._pafs.FileType.File:
             return None
@@ -224,7 +217,7 @@ class ArrowStore:
     def put_file(self, key: str, src: Path, size: int, sha256: str, progress: Progress) -> None:
         with open(src, "rb") as f:
             hashing = Hashing(f, progress)
-            with self._remote(f"write {key}"):
+            with _remote(self.url, f"write {key}"):
                 # A multipart upload that is never completed leaves no object: atomic enough.
                 out = self.fs.open_output_stream(self._path(key), metadata={})
                 try:
@@ -237,11 +230,11 @@ class ArrowStore:
                 out.close()
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        with self._remote(f"write {key}"), self.fs.open_output_stream(self._path(key)) as out:
+        with _remote(self.url, f"write {key}"), self.fs.open_output_stream(self._path(key)) as out:
             out.write(data)
 
     def get_bytes(self, key: str) -> bytes | None:
-        with self._remote(f"read {key}"):
+        with _remote(self.url, f"read {key}"):
             try:
                 with self.fs.open_input_stream(self._path(key)) as f:
                     return bytes(f.read())
@@ -250,7 +243,7 @@ class ArrowStore:
 
     def list(self, prefix: str) -> list[str]:
         selector = self._pafs.FileSelector(self._path(prefix.rstrip("/")), allow_not_found=True)
-        with self._remote(f"list {prefix}"):
+        with _remote(self.url, f"list {prefix}"):
             infos = self.fs.get_file_info(selector)
         return sorted(posixpath.basename(i.path) for i in infos if not is_temp(i.base_name))
 

@@ -66,7 +66,8 @@ def _parse(data: bytes, where: Path) -> Revision:
 
 def objects(run: LocalRun) -> list[Obj]:
     """Every immutable object the run's revision uses: segments, console chunks and system
-    segments it lists, saved file versions, then the media blobs under ``media/``.
+    segments it lists, the attempts' git diffs, saved file versions, then the media blobs under
+    ``media/``.
 
     Sizes come from the files (a segment entry's ``bytes`` may be absent in older runs); a
     segment's sha256 is left to the push, which computes it while reading the file once.
@@ -82,6 +83,11 @@ def objects(run: LocalRun) -> list[Obj]:
     ]
     for entry in listed:
         out.append(Obj(entry["file"], _size(run.dir, entry["file"]), None))
+    for attempt in run.manifest.get("attempts", []):  # each attempt's git diff, if it had one
+        git = (attempt.get("context") or {}).get("git") or {}
+        if isinstance(git.get("diff_file"), str):
+            rel = git["diff_file"]
+            out.append(Obj(rel, _size(run.dir, rel), Path(rel).stem))
     for versions in (run.manifest.get("files") or {}).values():
         for v in versions:
             size = v.get("size")
