@@ -16,7 +16,7 @@ import pytest
 
 import localrun
 from tests.conftest import child_env, run_py, spawn, track
-from tests.test_bad_input import needs_root, tmpfs  # noqa: F401  (a fixture)
+from tests.test_bad_input import needs_root
 
 ROWS = 300_000
 
@@ -57,7 +57,7 @@ def test_repeated_signals_during_the_exit_flush_lose_nothing(
 
 
 @needs_root
-def test_finish_is_retryable_after_a_full_disk(tmpfs: Path) -> None:  # noqa: F811
+def test_finish_is_retryable_after_a_full_disk(tmpfs: Path) -> None:
     run = localrun.init(project="p", id="r", dir=tmpfs, flush_interval=3600)
     run.log({"x": 0.0})
     run.flush()

@@ -73,17 +73,18 @@ class Capture:
 
 
 class Tee:
-    """A text stream that writes through to ``inner`` and copies what it wrote to a capture."""
+    """A text stream that writes through to ``inner`` and copies what it writes to a capture."""
 
     def __init__(self, inner: TextIO, capture: Capture) -> None:
         self._inner = inner
         self._capture = capture
 
     def write(self, text: str) -> int:
-        n = self._inner.write(text)
+        # Captured first: once the terminal has a byte, a signal handler may flush the run at
+        # once (SIGTERM after a line was seen), and the run must hold that byte too.
         if isinstance(text, str) and text:
             self._capture.add(text)
-        return n
+        return self._inner.write(text)
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
