@@ -767,6 +767,33 @@ def server_cmd(ctx: click.Context, host: str, port: int) -> None:
     serve(_settings.root(ctx.obj["root"]), host, port, _settings.token())
 
 
+@cli.command("ui")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback needs LOCALRUN_TOKEN.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8766, show_default=True)
+@_root_option
+@click.pass_context
+def ui_cmd(ctx: click.Context, host: str, port: int) -> None:
+    """Look at the runs of the root in a browser (read-only; docs/ui.md).
+
+    From another machine: ssh -L 8766:127.0.0.1:8766 THIS-HOST, then open
+    http://127.0.0.1:8766/ there."""
+    from localrun import _settings
+
+    try:
+        from localrun._server.app import serve
+    except ImportError as exc:
+        raise localrun.UsageError(
+            f"localrun ui needs the 'server' extra ({exc.name} is missing): from a "
+            "checkout, pip install '.[server]'"
+        ) from None
+    serve(_settings.root(ctx.obj["root"]), host, port, _settings.token(), pushes=False)
+
+
 # -- sync -------------------------------------------------------------------------------------
 
 

@@ -33,13 +33,14 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from .._store.layout import FORMAT_VERSION, ROOT_MARKER
 from .._store.manifest import ensure_root
 from ..errors import RunNotFoundError, UsageError
+from . import pages, ui_api
 from .objects import CHUNK, ObjectError, RootStore, Upload
 
 API = "/api/v1"
@@ -80,17 +81,28 @@ class TokenAuth:
         return not self._allowed(scope)
 
     def _allowed(self, scope: Scope) -> bool:
+        """The bearer header (syncers, scripts), or the dashboard's cookie (a browser cannot
+        send a header when it follows a link: the cookie is set by :mod:`.pages`' login)."""
         assert self.expected is not None
         given = b""
+        cookie = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 given = value
-        return hmac.compare_digest(given, self.expected)
+            elif name == b"cookie":
+                cookie = value
+        if hmac.compare_digest(given, self.expected):
+            return True
+        sent = pages.cookie_token(cookie)
+        return sent is not None and hmac.compare_digest(b"Bearer " + sent, self.expected)
 
 
-def create_app(root: Path, token: str | None) -> Starlette:
-    """The server's app on ``root`` (made a localrun root if it is not one yet)."""
-    ensure_root(root)
+def create_app(root: Path, token: str | None, pushes: bool = True) -> Starlette:
+    """The app on ``root``: the dashboard and its JSON API always; with ``pushes`` (``localrun
+    server``) also the object routes syncers push to, on a root made if it is not one yet.
+    Without (``localrun ui``) the app is read-only: no route writes, whatever the token."""
+    if pushes:
+        ensure_root(root)
     store = RootStore(root)
 
     async def health(request: Request) -> Response:
@@ -130,14 +142,18 @@ def create_app(root: Path, token: str | None) -> Starlette:
         assert isinstance(exc, ObjectError)
         return _error(exc.status, exc.message)
 
-    routes = [
-        Route(f"{API}/health", health, methods=["GET"]),
-        Route(f"{API}/objects/{{key:path}}", get_object, methods=["GET", "HEAD"]),
-        Route(f"{API}/objects/{{key:path}}", put_object, methods=["PUT"]),
-        Route(f"{API}/list", list_names, methods=["GET"]),
-    ]
+    routes: list[BaseRoute] = [Route(f"{API}/health", health, methods=["GET"])]
+    if pushes:
+        routes += [
+            Route(f"{API}/objects/{{key:path}}", get_object, methods=["GET", "HEAD"]),
+            Route(f"{API}/objects/{{key:path}}", put_object, methods=["PUT"]),
+            Route(f"{API}/list", list_names, methods=["GET"]),
+        ]
+    routes += ui_api.routes(root)
+    routes += pages.routes()
     app = Starlette(routes=routes, exception_handlers={ObjectError: refused})
     app.add_middleware(TokenAuth, token=token)
+    app.add_middleware(pages.TokenLogin, token=token)  # added last: outermost, sees ?token= first
     return app
 
 
@@ -227,29 +243,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(root: Path, host: str, port: int, token: str | None) -> None:
-    """Serve ``root`` on ``host:port`` until SIGINT/SIGTERM (the ``localrun server`` command).
+def serve(root: Path, host: str, port: int, token: str | None, pushes: bool = True) -> None:
+    """Serve ``root`` on ``host:port`` until SIGINT/SIGTERM: ``localrun server`` (``pushes``)
+    or the read-only ``localrun ui``.
 
     Binds the socket itself so that ``port=0`` picks a free port, and prints the URL it really
     listens on (one line on stdout) once it accepts connections.
     """
     import uvicorn
 
+    command = "localrun server" if pushes else "localrun ui"
     if token is None and not is_loopback(host):
+        who = "on the server and on every syncer" if pushes else "and open the page with ?token="
         raise UsageError(
-            f"localrun server on {host} would be reachable from other machines without a token; "
-            "set LOCALRUN_TOKEN (or LOCALRUN_TOKEN_FILE) on the server and on every syncer, or "
-            "serve on 127.0.0.1"
+            f"{command} on {host} would be reachable from other machines without a token; "
+            f"set LOCALRUN_TOKEN (or LOCALRUN_TOKEN_FILE) {who}, or serve on 127.0.0.1 (from "
+            "another machine: ssh -L PORT:127.0.0.1:PORT this-host)"
         )
-    _check_root(root)
-    app = create_app(root, token)
+    _check_root(root) if pushes else _check_existing_root(root)
+    app = create_app(root, token, pushes)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if ":" in host else host
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     print(
-        f"localrun server: {root} at http://{shown}:{bound} "
+        f"{command}: {root} at http://{shown}:{bound} "
         f"({'token required' if token else 'no token, this machine only'})",
         flush=True,
     )
@@ -279,6 +298,23 @@ def _check_root(root: Path) -> None:
             f"--root {root} is neither a localrun root nor empty; give an existing localrun "
             "root, an empty folder or a new one"
         ) from None
+
+
+def _check_existing_root(root: Path) -> None:
+    """The dashboard reads a root that exists; it never makes one (a typo'd ``--root`` shows
+    an error, not an empty page)."""
+    from .._query import Api
+
+    if not root.is_dir():
+        raise UsageError(f"--root {root} is not a folder; give the localrun root to look at")
+    if not (root / ROOT_MARKER).exists():
+        try:
+            Api(root).check()
+        except RunNotFoundError:
+            raise UsageError(
+                f"--root {root} is not a localrun root (no {ROOT_MARKER}, no runs); give the "
+                "root your runs are written to (LOCALRUN_DIR)"
+            ) from None
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -1,0 +1,100 @@
+// The dashboard's one way to the JSON API (docs/ui.md): every answer's ETag (the run's revision)
+// is remembered, so polling a run that has not changed costs a 304 and no parsing or redraw.
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+const MAX_CACHED = 256; // answers kept for If-None-Match; zooming makes new URLs, so bounded
+const cache = new Map(); // url -> {etag, data}, oldest first
+
+// How often pages poll, in ms: ?poll=MS on any page overrides it (the tests use a short one).
+export const POLL_MS = Number(new URLSearchParams(location.search).get("poll")) || 2000;
+
+// path + query from an object; arrays repeat the parameter, null/undefined/"" are left out.
+export function withParams(path, params = {}) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    for (const one of Array.isArray(v) ? v : [v]) {
+      if (one !== undefined && one !== null && one !== "") q.append(k, String(one));
+    }
+  }
+  const s = q.toString();
+  return s ? `${path}?${s}` : path;
+}
+
+// GET JSON: {data, changed}. changed is false when the server answered 304 (same revision).
+export async function getJSON(path, params = {}) {
+  const url = withParams(path, params);
+  const hit = cache.get(url);
+  const res = await fetch(url, {
+    headers: hit ? { "If-None-Match": hit.etag } : {},
+    credentials: "same-origin",
+  });
+  if (res.status === 304 && hit) return { data: hit.data, changed: false };
+  if (!res.ok) {
+    let message = `${res.status} ${res.statusText}`;
+    try {
+      message = (await res.json()).error || message;
+    } catch (_) {
+      /* not JSON: keep the status line */
+    }
+    throw new ApiError(res.status, message);
+  }
+  const data = await res.json();
+  const etag = res.headers.get("ETag");
+  if (etag) {
+    cache.delete(url);
+    cache.set(url, { etag, data });
+    if (cache.size > MAX_CACHED) cache.delete(cache.keys().next().value);
+  }
+  return { data, changed: true };
+}
+
+// GET text (console output).
+export async function getText(path, params = {}) {
+  const res = await fetch(withParams(path, params), { credentials: "same-origin" });
+  if (!res.ok) throw new ApiError(res.status, `${res.status} ${res.statusText}`);
+  return res.text();
+}
+
+// Call fn now and then every POLL_MS until the returned stop() is called; a failing call is
+// shown (showError) and retried at the next tick, so a server restart heals the page.
+export function poll(fn, ms = POLL_MS) {
+  let stopped = false;
+  let timer = null;
+  const tick = async () => {
+    if (stopped) return;
+    try {
+      await fn();
+    } catch (err) {
+      showError(err);
+    }
+    if (!stopped) timer = setTimeout(tick, ms);
+  };
+  tick();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+// A run's "project/id" as the path of its page and of its API resource.
+const encodePath = (path) => path.split("/").map(encodeURIComponent).join("/");
+export const runPage = (path) => `/runs/${encodePath(path)}`;
+export const runApi = (path) => `/api/v1/runs/${encodePath(path)}`;
+
+export function showError(err) {
+  const box = document.getElementById("error");
+  if (!err) {
+    box.hidden = true;
+    box.textContent = "";
+    return;
+  }
+  box.hidden = false;
+  box.textContent = err instanceof ApiError ? err.message : String(err);
+  box.dataset.status = err instanceof ApiError ? String(err.status) : "";
+}
