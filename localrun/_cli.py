@@ -403,16 +403,9 @@ def logs_cmd(
     """Print RUN's captured stdout and stderr, a header before each attempt's output."""
     r = _run_api(ctx, run)
     shown: set[str] = set()
-    current: int | None = None
     while True:
-        for chunk in r.console_chunks(attempt):
-            if chunk["file"] in shown:
-                continue
-            shown.add(chunk["file"])
-            if chunk["attempt"] != current:
-                current = chunk["attempt"]
-                click.echo(r.console_header(current), nl=False)
-            click.echo(r.read_console_chunk(chunk), nl=False)
+        for text in r.console_texts(attempt, shown):
+            click.echo(text, nl=False)
         sys.stdout.flush()
         if not follow or r.state != "running":
             return

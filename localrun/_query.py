@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from . import _settings
 from ._store import atomic, listing
@@ -652,8 +652,17 @@ class StoredRun:
         rows than listed) is a :class:`CorruptRunError` naming it and the repair.
         """
         rel = seg["file"]
+        with self._open_segment(rel) as f:
+            try:
+                return segments.read_rows(f, seg, bound, schema)
+            except segments.DAMAGE_ERRORS as exc:
+                raise self._damaged_segment(rel, exc) from exc
+
+    def _open_segment(self, rel: str) -> BinaryIO:
+        """A listed segment, open; :class:`_SegmentGone` when a newer revision no longer lists
+        it (compacted after this snapshot), else a missing one is :class:`CorruptRunError`."""
         try:
-            f = open_inside(self.dir, rel, "segment")
+            return open_inside(self.dir, rel, "segment")
         except FileNotFoundError:
             if rel not in {s["file"] for s in mf.load(self.dir)["segments"]}:
                 raise _SegmentGone(rel) from None
@@ -661,11 +670,9 @@ class StoredRun:
                 f"run {self.path} lists {rel}, which is missing; run `localrun verify` "
                 "to see what else is"
             ) from None
-        with f:
-            try:
-                return segments.read_rows(f, seg, bound, schema)
-            except segments.DAMAGE_ERRORS as exc:
-                raise segments.damaged(self.dir, rel, exc) from exc
+
+    def _damaged_segment(self, rel: str, exc: Exception) -> CorruptRunError:
+        return segments.damaged(self.dir, rel, exc)
 
     def console_chunks(self, attempt: int | None = None) -> list[ConsoleEntry]:
         """The listed chunks of captured output, oldest first (of one attempt, if given)."""
@@ -692,14 +699,29 @@ class StoredRun:
     def console(self, attempt: int | None = None) -> str:
         """The captured stdout and stderr (of one attempt, if given), each attempt's output
         after a header line naming it (docs/logging.md)."""
-        out: list[str] = []
+        return "".join(self.console_texts(attempt))
+
+    def console_texts(
+        self, attempt: int | None = None, shown: set[str] | None = None
+    ) -> Iterator[str]:
+        """:meth:`console` in pieces: each chunk's text, after its attempt's header line.
+
+        A follower (``localrun logs -f``, the dashboard) passes the same ``shown`` set on every
+        call after a :meth:`refresh`: chunks already in it are skipped and new ones added, and a
+        header is repeated only when an attempt's output starts (at the first call, or when the
+        run was resumed meanwhile).
+        """
+        shown = set() if shown is None else shown
         current = None
         for chunk in self.console_chunks(attempt):
+            if chunk["file"] in shown:
+                current = chunk["attempt"]
+                continue
+            shown.add(chunk["file"])
             if chunk["attempt"] != current:
                 current = chunk["attempt"]
-                out.append(self.console_header(current))
-            out.append(self.read_console_chunk(chunk))
-        return "".join(out)
+                yield self.console_header(current)
+            yield self.read_console_chunk(chunk)
 
     def media(self, key: str, step: int) -> Any:
         """The media value(s) logged as ``key`` at ``step``, opened: a PIL image for an Image,

@@ -22,14 +22,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import IO, Any, NoReturn
+from typing import IO, Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 
 from . import _settings
 from ._query import _URL, Api, DamagedRun, ResumeMarker, StoredRun, _SegmentGone
-from ._store import revisions, segments
+from ._store import revisions
 from ._store.layout import (
     LOG,
     MANIFEST,
@@ -38,7 +38,7 @@ from ._store.layout import (
     revision_name,
     sanitize_id,
 )
-from ._store.records import Revision, SegmentEntry
+from ._store.records import Revision
 from ._store.verify import Report as VerifyReport
 from .errors import (
     CorruptRunError,
@@ -292,12 +292,10 @@ class RemoteRun(StoredRun):
             for seg, _ in self._segments(all_attempts)
         ]
 
-    def _read_segment(
-        self, seg: SegmentEntry, bound: int | None, schema: pa.Schema, all_attempts: bool
-    ) -> pa.Table:
-        rel = _inside(self.url, seg["file"], "segment")
+    def _open_segment(self, rel: str) -> BinaryIO:
+        rel = _inside(self.url, rel, "segment")
         try:
-            f = self._store.open(f"{self._rel}/{rel}")
+            f: BinaryIO = self._store.open(f"{self._rel}/{rel}")
         except FileNotFoundError:
             fresh = _load(self._store, self._rel)
             if rel not in {s["file"] for s in fresh.manifest["segments"]}:
@@ -306,14 +304,13 @@ class RemoteRun(StoredRun):
                 f"run {self.url}: segment {rel} is listed on the remote but cannot be read; "
                 "push the run again from the root it was written to"
             ) from None
-        with f:
-            try:
-                return segments.read_rows(f, seg, bound, schema)
-            except segments.DAMAGE_ERRORS as exc:
-                raise CorruptRunError(
-                    f"run {self.url}: segment {rel} is damaged ({exc}); push the run again "
-                    "from the root it was written to"
-                ) from exc
+        return f
+
+    def _damaged_segment(self, rel: str, exc: Exception) -> CorruptRunError:
+        return CorruptRunError(
+            f"run {self.url}: segment {rel} is damaged ({exc}); push the run again "
+            "from the root it was written to"
+        )
 
     def __repr__(self) -> str:
         return f"<localrun.RemoteRun {self.url} state={self.state} last_step={self.last_step}>"

@@ -26,6 +26,7 @@ from .compaction import is_hidden
 from .layout import HISTORY, QUARANTINE, inside, parse_segment_name, safe_dir
 from .options import DEFAULT, StoreOptions
 from .records import SegmentEntry
+from .relist import relist
 from .schema import NUMBER, kind_of_arrow
 from .segments import ORIGIN, compaction_record, entry_from_footer, footer_meta
 
@@ -222,8 +223,10 @@ def rebuild(run_dir: Path, opts: StoreOptions = DEFAULT) -> bool:
 
     The last resort (a run of format 1 whose only manifest is damaged, or a log whose every
     revision is): identity and config come from the newest segment's footer, the summary from its
-    last row. Returns False, changing nothing, when there is no segment: a folder without state
-    or history is not a run. A damaged manifest.json is kept as ``manifest.json.corrupt-<time>``.
+    last row; console chunks, system segments and saved file versions from their names
+    (:mod:`.relist`). Returns False, changing nothing, when there is no segment: a folder
+    without state or history is not a run. A damaged manifest.json is kept as
+    ``manifest.json.corrupt-<time>``.
 
     Merged segments: a file whose rows are all in files written later (a merge's parts left by a
     crash, a merge never committed that a later one redid) is set aside, so no row counts twice;
@@ -290,6 +293,8 @@ def rebuild(run_dir: Path, opts: StoreOptions = DEFAULT) -> bool:
                 "exit_code": None,
             }
         )
+    for rel in relist(run_dir, m):
+        quarantine(run_dir, rel, "its samples are in a later merged system segment")
     old = mf.path(run_dir)
     if old.exists():
         os.replace(old, old.with_name(f"{old.name}.corrupt-{int(time.time())}"))
