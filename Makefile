@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-frameworks test-stress test-sync-stress test-install test-servers test-nfs test-browser test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
+.PHONY: demo ui ui-check test test-frameworks test-stress test-sync-stress test-install test-servers test-nfs test-browser test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,27 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/localrun demo
+
+# The dashboard's uPlot (ui/package.json pins it, ui/package-lock.json holds its integrity hash),
+# fetched from the npm registry by npm ci and copied with its LICENSE into the package, where it is
+# committed: installing localrun needs no npm and the dashboard loads nothing from a CDN.
+# ui-check (run by .ci/run) rebuilds in a temp dir and fails if the committed files differ.
+UI_VENDOR := localrun/_server/static/vendor
+UI_FILES := dist/uPlot.iife.min.js dist/uPlot.min.css LICENSE
+
+ui:
+	cd ui && npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p $(UI_VENDOR)
+	for f in $(UI_FILES); do cp ui/node_modules/uplot/$$f $(UI_VENDOR)/; done
+
+ui-check:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	cp ui/package.json ui/package-lock.json "$$tmp"/ && \
+	(cd "$$tmp" && npm ci --ignore-scripts --no-audit --no-fund) && \
+	mkdir "$$tmp/vendor" && \
+	for f in $(UI_FILES); do cp "$$tmp/node_modules/uplot/$$f" "$$tmp/vendor/"; done && \
+	diff -r "$$tmp/vendor" $(UI_VENDOR) && \
+	echo "ui-check: $(UI_VENDOR) is what ui/package-lock.json pins"
 
 # The suite people run: about 5 minutes on 2 cores. The slow suites below have targets of their own,
 # and .ci/run runs every one of them.
