@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo ui ui-check test test-frameworks test-stress test-sync-stress test-install test-servers test-nfs test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
+.PHONY: demo ui ui-check test test-frameworks test-stress test-sync-stress test-install test-servers test-nfs test-browser test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,7 +43,7 @@ ui-check:
 # The suite people run: about 5 minutes on 2 cores. The slow suites below have targets of their own,
 # and .ci/run runs every one of them.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not server and not frameworks" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not server and not frameworks and not browser" tests
 
 # Lightning, Transformers and Accelerate training loops, SIGKILLed and resumed (several minutes).
 test-frameworks: $(STAMP)
@@ -66,6 +66,12 @@ test-install: $(STAMP)
 # venv; run it once, as root).
 test-servers: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "swift or server" tests
+
+# The dashboard's pages in Debian's headless Chromium driven by playwright (a few minutes);
+# .ci/install-browser installs the chromium package (as root; idempotent and quiet).
+test-browser: $(STAMP)
+	bash .ci/install-browser
+	$(BIN)/python -m pytest -q -m browser tests/ui
 
 lint: $(STAMP)
 	$(BIN)/ruff check localrun tests $(wildcard benchmarks examples)
@@ -117,4 +123,4 @@ dist: $(BIN)/python
 	$(BIN)/pip wheel -q --no-deps -w dist .
 
 clean:
-	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not server and not frameworks" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not server and not frameworks and not browser" tests
