@@ -446,7 +446,7 @@ export class MetricCharts {
 
   async fetchGroups(width) {
     const groups = this.grouping();
-    const range = this.zoom || {};
+    const range = this.sharedRange(); // one bucket grid for every group
     const jobs = [];
     for (const g of groups) {
       for (const key of this.keys) {
