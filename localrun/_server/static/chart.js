@@ -76,6 +76,7 @@ function nearestDefined(ys, xs, idx) {
 function fmtNumber(v) {
   if (v === null || v === undefined || !Number.isFinite(v)) return "—";
   const a = Math.abs(v);
+  if (Number.isInteger(v) && a < 1e15) return String(v); // steps exactly, not 123460
   if (a !== 0 && (a >= 1e6 || a < 1e-3)) return v.toExponential(3);
   return String(Number(v.toPrecision(5)));
 }
@@ -411,31 +412,41 @@ export class MetricCharts {
   /** Runs grouped by the chosen config key or by tag (a run with two tags is in both groups). */
   grouping() {
     const by = this.settings.group;
-    const groups = new Map();
-    const add = (label, path) => {
-      if (!groups.has(label)) groups.set(label, []);
-      groups.get(label).push(path);
+    const groups = new Map(); // label -> {value, runs}
+    const add = (label, value, path) => {
+      if (!groups.has(label)) groups.set(label, { value, runs: [] });
+      groups.get(label).runs.push(path);
     };
     for (const path of this.runs) {
       const info = this.info.get(path);
       if (!info) continue;
       if (by === "tag") {
-        const tags = info.tags && info.tags.length ? info.tags : ["(no tag)"];
-        for (const t of tags) add(`tag ${t}`, path);
+        const tags = info.tags && info.tags.length ? info.tags : [];
+        for (const t of tags) add(`tag ${t}`, t, path);
+        if (tags.length === 0) add("no tag", "\uffff", path);
       } else {
         const key = by.slice("config.".length);
         const value = flatten(info.config)[key];
-        add(`${key}=${value === undefined ? "(unset)" : value}`, path);
+        add(`${key}=${value === undefined ? "(unset)" : value}`, value ?? "\uffff", path);
       }
     }
+    // numbers in numeric order (lr=0.001 before lr=0.01), then strings; unset last
+    const order = ({ value: a }, { value: b }) =>
+      typeof a === "number" && typeof b === "number"
+        ? a - b
+        : typeof a === "number"
+          ? -1
+          : typeof b === "number"
+            ? 1
+            : String(a).localeCompare(String(b));
     return [...groups.entries()]
-      .sort(([a], [b]) => a.localeCompare(b, undefined, { numeric: true }))
-      .map(([label, runs], i) => ({ label, runs, color: colorFor(i), data: new Map() }));
+      .sort(([, a], [, b]) => order(a, b))
+      .map(([label, { runs }], i) => ({ label, runs, color: colorFor(i), data: new Map() }));
   }
 
   async fetchGroups(width) {
     const groups = this.grouping();
-    const range = this.zoom || {};
+    const range = this.sharedRange(); // one bucket grid for every group
     const jobs = [];
     for (const g of groups) {
       for (const key of this.keys) {
@@ -525,8 +536,8 @@ export class MetricCharts {
         const label = `${g.label} (${g.runs.length})`;
         series.push(
           { label: `${label} mean`, stroke: g.color, width: 1.5, spanGaps: true },
-          { label: `${label} ${std ? "+std" : "max"}`, stroke: withAlpha(g.color, 0.35), width: 0.5, spanGaps: true },
-          { label: `${label} ${std ? "-std" : "min"}`, stroke: withAlpha(g.color, 0.35), width: 0.5, spanGaps: true },
+          { label: `${label} ${std ? "+std" : "max"}`, stroke: withAlpha(g.color, 0.35), width: 0.5, spanGaps: true, edge: true },
+          { label: `${label} ${std ? "-std" : "min"}`, stroke: withAlpha(g.color, 0.35), width: 0.5, spanGaps: true, edge: true },
         );
         bands.push({ series: [n + 1, n + 2], fill: withAlpha(g.color, 0.15) });
       }
@@ -566,6 +577,11 @@ export class MetricCharts {
     if (p.u) p.u.destroy();
     p.signature = signature;
     p.u = new uPlot(this.plotOptions(key, p, series, bands), data, p.div);
+    // a band's edges are drawn but not listed: the legend shows each group's mean
+    const rows = p.u.root.querySelectorAll(".u-legend .u-series");
+    series.forEach((s, i) => {
+      if (s.edge && rows[i]) rows[i].style.display = "none"; // uPlot's CSS beats [hidden]
+    });
   }
 
   plotOptions(key, p, series, bands) {
@@ -592,8 +608,13 @@ export class MetricCharts {
         y: this.settings.log ? { distr: 3, log: 10 } : {},
       },
       axes: [
-        { label: time ? undefined : X_LABELS[x] || x, labelSize: time ? 0 : 20 },
-        { size: yAxisSize },
+        {
+          label: time ? undefined : X_LABELS[x] || x,
+          labelSize: time ? 0 : 20,
+          grid: { stroke: "rgba(0,0,0,0.06)", width: 1 },
+        },
+        // thin grid lines: a log scale has nine per decade
+        { size: yAxisSize, grid: { stroke: "rgba(0,0,0,0.06)", width: 1 } },
       ],
       legend: { live: true },
       cursor: {
@@ -670,6 +691,7 @@ function drawMarkers(u, markers) {
   ctx.save();
   ctx.font = `${Math.round(11 * ratio)}px system-ui, sans-serif`;
   ctx.textBaseline = "top";
+  ctx.textAlign = "left"; // uPlot leaves the last axis's alignment on the context
   for (const m of markers) {
     if (m.x === null || m.x === undefined || m.x < u.scales.x.min || m.x > u.scales.x.max) continue;
     const px = Math.round(u.valToPos(m.x, "x", true));

@@ -17,6 +17,13 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// replaceChildren that takes what el() takes (arrays flattened, null skipped).
+export function fill(node, ...children) {
+  node.replaceChildren();
+  append(node, children);
+  return node;
+}
+
 function append(node, children) {
   for (const c of children) {
     if (c === null || c === undefined || c === false) continue;
@@ -72,7 +79,28 @@ export function fmtValue(v) {
   }
   if (typeof v === "boolean") return v ? "true" : "false";
   if (typeof v === "object") return JSON.stringify(v);
-  return String(v);
+  const media = mediaRef(v);
+  return media ? describeMedia(media) : String(v);
+}
+
+// A logged media value is stored as a JSON reference string ({"_type": "image", ...}); a
+// summary holding the last one shows what it is, not its JSON.
+export function mediaRef(v) {
+  if (typeof v !== "string" || !v.startsWith('{"_type":')) return null;
+  try {
+    const ref = JSON.parse(v);
+    return ref && typeof ref._type === "string" ? ref : null;
+  } catch (_) {
+    return null;
+  }
+}
+
+function describeMedia(ref) {
+  const caption = ref.caption ? ` "${ref.caption}"` : "";
+  if (ref._type === "image") return `image ${ref.width}×${ref.height}${caption}`;
+  if (ref._type === "histogram") return `histogram, ${ref.bins} bins${caption}`;
+  if (ref._type === "table") return `table, ${ref.rows} rows${caption}`;
+  return `${ref._type}${caption}`;
 }
 
 export function fmtBytes(n) {

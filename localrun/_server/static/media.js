@@ -1,7 +1,7 @@
 // The run page's media panels: per media key a step slider and what was logged at that step
 // (images, histograms drawn on a canvas, tables), read from /api/v1/runs/p/id/media.
 import { getJSON, runApi } from "./api.js";
-import { debounce, el, fmtValue } from "./fmt.js";
+import { debounce, el, fill, fmtValue } from "./fmt.js";
 
 export const MEDIA_KINDS = new Set(["media", "list<media>"]);
 
@@ -68,14 +68,14 @@ class MediaPanel {
   async show() {
     const step = this.steps[this.index];
     if (step === undefined) {
-      this.items.replaceChildren(el("div", { class: "muted" }, "nothing logged yet"));
+      fill(this.items, el("div", { class: "muted" }, "nothing logged yet"));
       return;
     }
     const mine = ++this.seq;
     const { data } = await getJSON(`${runApi(this.path)}/media`, { key: this.key, step });
     if (mine !== this.seq) return; // the slider moved on meanwhile
     this.root.dataset.step = String(step);
-    this.items.replaceChildren(...(data.items || []).map((item) => drawItem(item, this.key, step)));
+    fill(this.items, ...(data.items || []).map((item) => drawItem(item, this.key, step)));
     if (!(data.items || []).length) this.items.append(el("div", { class: "muted" }, "no items at this step"));
   }
 }

@@ -7,6 +7,7 @@ import { MetricCharts } from "./chart.js";
 import {
   badge,
   el,
+  fill,
   fmtBytes,
   fmtDuration,
   fmtTime,
@@ -59,7 +60,7 @@ class KeyValues {
   draw() {
     const f = this.filter.value.trim().toLowerCase();
     const rows = f ? this.rows.filter(([k]) => k.toLowerCase().includes(f)) : this.rows;
-    this.body.replaceChildren(
+    fill(this.body,
       ...rows.map(([k, v]) => el("tr", { dataset: { key: k } }, el("td", {}, k), el("td", {}, fmtValue(v)))),
     );
     if (!rows.length) {
@@ -123,6 +124,25 @@ function attemptsTimeline(attempts, runState) {
   );
 }
 
+// What code an attempt ran: the git commit (and branch, and whether the tree was dirty).
+function codeOf(ctx) {
+  const git = ctx && ctx.git;
+  if (!git || !git.commit) return "";
+  return `${git.commit.slice(0, 8)}${git.dirty ? "+dirty" : ""}${git.branch ? ` (${git.branch})` : ""}`;
+}
+
+function contextTitle(ctx) {
+  if (!ctx) return null;
+  const lines = [];
+  if (ctx.argv) lines.push(`argv: ${ctx.argv.join(" ")}`);
+  if (ctx.cwd) lines.push(`cwd: ${ctx.cwd}`);
+  if (ctx.python) lines.push(`python ${ctx.python} (${ctx.executable || ""})`);
+  if (ctx.git && ctx.git.commit) lines.push(`git ${ctx.git.commit}${ctx.git.dirty ? " (dirty)" : ""}`);
+  if (ctx.job) lines.push(`job: ${JSON.stringify(ctx.job)}`);
+  if (ctx.user) lines.push(`user: ${ctx.user}`);
+  return lines.join("\n") || null;
+}
+
 function attemptsTable(attempts, runState) {
   const rows = attempts.map((a, i) => {
     const last = i === attempts.length - 1;
@@ -139,11 +159,12 @@ function attemptsTable(attempts, runState) {
       el("td", { dataset: { col: "started" } }, fmtTime(a.started)),
       el("td", { dataset: { col: "ended" } }, a.ended != null ? fmtTime(a.ended) : live ? "running" : "—"),
       el("td", { class: "num", dataset: { col: "duration" } }, end != null && a.started != null ? fmtDuration(end - a.started) : ""),
-      el("td", { class: "num", dataset: { col: "exit_code" } }, a.exit_code ?? ""),
+      el("td", { class: "num", dataset: { col: "exit_code" }, title: a.exit_code == null && !live ? "no exit code: the process was killed" : null }, a.exit_code ?? (live ? "" : "—")),
       el("td", { class: "num", dataset: { col: "first_step" } }, a.first_step ?? ""),
+      el("td", { class: "mono", dataset: { col: "code" }, title: contextTitle(a.context) }, codeOf(a.context)),
     );
   });
-  const head = ["#", "State", "Host", "PID", "Started", "Ended", "Duration", "Exit code", "First step"];
+  const head = ["#", "State", "Host", "PID", "Started", "Ended", "Duration", "Exit code", "First step", "Code"];
   return el(
     "div",
     { class: "tablewrap" },
@@ -164,14 +185,15 @@ function filesTable(path, files) {
   if (!files.length) return el("p", { class: "muted" }, "No files saved (run.save).");
   const rows = [];
   for (const f of files) {
-    const versions = [...(f.versions || [])].sort((a, b) => (b.version ?? 0) - (a.version ?? 0));
+    // newest first: versions are named so that their order is their names' order
+    const versions = [...(f.versions || [])].sort((a, b) => String(b.version).localeCompare(String(a.version)));
     versions.forEach((v, i) => {
       rows.push(
         el(
           "tr",
           { dataset: { file: f.name, version: String(v.version) } },
           i === 0 ? el("td", { rowspan: versions.length, class: "mono" }, f.name) : null,
-          el("td", { class: "num" }, `v${v.version}`, i === 0 && versions.length > 1 ? el("span", { class: "muted" }, " latest") : null),
+          el("td", { class: "mono" }, String(v.version), i === 0 && versions.length > 1 ? el("span", { class: "muted" }, " (latest)") : null),
           el("td", { class: "num", title: v.size != null ? `${v.size} bytes` : null }, fmtBytes(v.size)),
           el("td", {}, fmtTime(v.saved)),
           el("td", { class: "num" }, v.attempt ?? ""),
@@ -191,7 +213,7 @@ function filesTable(path, files) {
 
 export function renderRun(main, path, params) {
   const [project, id] = [path.slice(0, path.indexOf("/")), path.slice(path.indexOf("/") + 1)];
-  setCrumbs([["runs", `/?project=${encodeURIComponent(project)}`], [project, `/?project=${encodeURIComponent(project)}`], [id, null]]);
+  setCrumbs([["runs", "/"], [project, `/?project=${encodeURIComponent(project)}`], [id, null]]);
   document.title = `${path} · localrun`;
 
   const title = el("h1", {}, el("span", { class: "name" }, id));
@@ -266,7 +288,7 @@ export function renderRun(main, path, params) {
 
   function drawHead(r) {
     title.querySelector(".name").textContent = r.name || r.id || id;
-    stateBadge.replaceChildren(badge(r.state));
+    fill(stateBadge, badge(r.state));
     if (r.problem) {
       damaged.hidden = false;
       damaged.textContent = `This run is damaged: ${r.problem}`;
@@ -276,7 +298,7 @@ export function renderRun(main, path, params) {
     const att = r.attempts || [];
     const hosts = [...new Set(att.map((a) => a.host).filter(Boolean))];
     const runtime = typeof r.created === "number" && typeof r.updated === "number" ? fmtDuration(r.updated - r.created) : "";
-    meta.replaceChildren(
+    fill(meta,
       ...[
         item("project", r.project || project),
         item("id", r.id || id, { class: "mono" }),
@@ -304,7 +326,7 @@ export function renderRun(main, path, params) {
   function drawAttempts(r) {
     const att = r.attempts || [];
     attemptsCount.textContent = att.length > 1 ? `${att.length} attempts (resumed ${att.length - 1}×)` : att.length ? "1 attempt" : "";
-    attemptsBody.replaceChildren(
+    fill(attemptsBody,
       att.length ? attemptsTimeline(att, r.state) : el("p", { class: "muted" }, "No attempts recorded."),
       att.length ? attemptsTable(att, r.state) : null,
     );
@@ -316,7 +338,7 @@ export function renderRun(main, path, params) {
     const opts = [el("option", { value: "" }, list.length > 1 ? "all attempts" : "all")];
     for (const n of list) opts.push(el("option", { value: String(n) }, `attempt ${n}`));
     if ([...consoleSelect.options].map((o) => o.value).join() !== opts.map((o) => o.value).join()) {
-      consoleSelect.replaceChildren(...opts);
+      fill(consoleSelect, ...opts);
       consoleSelect.value = list.map(String).includes(want) ? want : "";
     }
     if (!list.length) {
@@ -363,7 +385,7 @@ export function renderRun(main, path, params) {
     drawHead(data);
     drawOverview(data);
     drawAttempts(data);
-    files.replaceChildren(files.firstChild, filesTable(path, data.files || []));
+    fill(files, files.firstChild, filesTable(path, data.files || []));
     const waits = [];
     if (!charts) {
       charts = new MetricCharts(metricsBox, { runs: [path], stream: "history" });
@@ -386,8 +408,8 @@ export function renderRun(main, path, params) {
       if (!run) {
         // nothing readable at all (unknown run): say so in the page, not only in #error
         title.querySelector(".name").textContent = id;
-        stateBadge.replaceChildren();
-        meta.replaceChildren(el("span", {}, "back to ", el("a", { href: "/", "data-nav": "" }, "all runs")));
+        fill(stateBadge);
+        fill(meta, el("span", {}, "back to ", el("a", { href: "/", "data-nav": "" }, "all runs")));
         markReady();
       }
       throw err;

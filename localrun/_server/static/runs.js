@@ -5,6 +5,7 @@ import { getJSON, poll, runPage, showError, withParams } from "./api.js";
 import { navigate } from "./app.js";
 import {
   STATES,
+  fill,
   badge,
   debounce,
   el,
@@ -96,7 +97,6 @@ export function renderRuns(main, params) {
   const selected = new Set(); // run paths, kept across pages and queries
   let last = null; // the last answer drawn
   let lastKey = null; // its query
-  let seq = 0;
   let anchor = null; // the last checkbox clicked (shift-click selects a range)
 
   setCrumbs([["runs", null]]);
@@ -166,15 +166,14 @@ export function renderRuns(main, params) {
   function changed({ resetPage = true } = {}) {
     if (resetPage) st.page = 1;
     history.replaceState(null, "", urlOf(st));
+    lastKey = null; // redraw even when the answer is the same (a column was added)
     load().catch(showError);
   }
 
   async function load() {
-    const mine = ++seq;
     const key = keyOf();
     const { data, changed: fresh } = await getJSON("/api/v1/runs", apiParams(st));
-    if (mine !== seq && key !== keyOf()) return; // a newer query is on its way
-    if (key !== keyOf()) return;
+    if (key !== keyOf()) return; // the query changed meanwhile: its own load draws it
     showError(null);
     setLive(true, `live · ${fmtTime(Date.now() / 1000).slice(11)}`);
     if (!fresh && key === lastKey) return; // same revision of the same query: nothing to redraw
@@ -288,7 +287,7 @@ export function renderRuns(main, params) {
   function drawControls(data) {
     const projects = data.projects || [];
     const want = st.project;
-    project.replaceChildren(
+    fill(project,
       el("option", { value: "" }, "all projects"),
       projects.map((p) => el("option", { value: p }, p)),
       want && !projects.includes(want) ? el("option", { value: want }, want) : null,
@@ -297,7 +296,7 @@ export function renderRuns(main, params) {
     state.value = st.state;
     const shown = new Set(effectiveCols(data));
     const cols = data.columns || {};
-    addColumn.replaceChildren(
+    fill(addColumn,
       el("option", { value: "" }, "+ column…"),
       ["config", "summary"].map((kind) =>
         (cols[kind] || []).length
@@ -337,7 +336,7 @@ export function renderRuns(main, params) {
         changed();
       }));
     }
-    chips.replaceChildren(...active);
+    fill(chips, ...active);
   }
 
   function header(cols, hasProblem) {
@@ -451,7 +450,7 @@ export function renderRuns(main, params) {
       body.append(el("tr", {}, el("td", { colspan: span, class: "empty" },
         filtered ? "No runs match these filters." : "No runs in this root yet: start one with localrun.init().")));
     }
-    table.replaceChildren(header(cols, hasProblem), body);
+    fill(table, header(cols, hasProblem), body);
     const total = data.total ?? runs.length;
     const offset = data.offset ?? (st.page - 1) * st.limit;
     count.textContent = total
