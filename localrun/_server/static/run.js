@@ -278,6 +278,10 @@ export function renderRun(main, path, params) {
     consoleSection,
   );
 
+  // the sections say nothing about a run that cannot be read at all (an unknown run)
+  const body = [nav, overview, attempts, metrics, system, media, files, consoleSection];
+  const showBody = (on) => body.forEach((node) => (node.hidden = !on));
+
   const mediaPanels = new MediaPanels(mediaBox, path, showError);
   let run = null;
   let charts = null;
@@ -341,6 +345,7 @@ export function renderRun(main, path, params) {
       fill(consoleSelect, ...opts);
       consoleSelect.value = list.map(String).includes(want) ? want : "";
     }
+    consoleText.hidden = !list.length;
     if (!list.length) {
       consoleText.textContent = "";
       consoleNote.textContent = "no console output captured";
@@ -382,6 +387,7 @@ export function renderRun(main, path, params) {
     if (!changed && run) return;
     const prev = run;
     run = data;
+    showBody(true);
     drawHead(data);
     drawOverview(data);
     drawAttempts(data);
@@ -410,6 +416,7 @@ export function renderRun(main, path, params) {
         title.querySelector(".name").textContent = id;
         fill(stateBadge);
         fill(meta, el("span", {}, "back to ", el("a", { href: "/", "data-nav": "" }, "all runs")));
+        showBody(false);
         markReady();
       }
       throw err;
