@@ -61,6 +61,21 @@ export async function getText(path, params = {}) {
   return res.text();
 }
 
+// GET text with the response's headers (the console's whole size is a header).
+export async function getTextResponse(path, params = {}) {
+  const res = await fetch(withParams(path, params), { credentials: "same-origin" });
+  if (!res.ok) {
+    let message = `${res.status} ${res.statusText}`;
+    try {
+      message = JSON.parse(await res.text()).error || message;
+    } catch (_) {
+      /* not JSON: keep the status line */
+    }
+    throw new ApiError(res.status, message);
+  }
+  return { text: await res.text(), headers: res.headers };
+}
+
 // Call fn now and then every POLL_MS until the returned stop() is called; a failing call is
 // shown (showError) and retried at the next tick, so a server restart heals the page.
 export function poll(fn, ms = POLL_MS) {
