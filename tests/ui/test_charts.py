@@ -262,3 +262,21 @@ def test_live_points_appear_and_an_unchanged_run_is_not_refetched(
     settled = len(series_requests)
     page.wait_for_timeout(1500)
     assert len(series_requests) == settled
+
+
+def test_a_narrower_window_redraws_narrower_charts_with_fewer_points(
+    ui_root: Path, ui_server: Any, page: Any
+) -> None:
+    path = write_run(ui_root, "wide", "for s in range(5000):\n    run.log({'loss': float(s % 13)})")
+    server = ui_server(ui_root)
+    open_runs(page, server, path)
+    u = "window.__localrunCharts[0].plot('loss')"
+    wide = page.evaluate(f"{u}.width")
+    assert int(chart(page, "loss")["points"]) > 2 * 400
+    page.set_viewport_size({"width": 600, "height": 900})
+    # uPlot is resized to its box, and the series refetched for the fewer pixels
+    page.wait_for_function(
+        f"() => {{ const d = document.querySelector('div.chart[data-key=loss]');"
+        f" return {u}.width === d.clientWidth && {u}.width < {wide}"
+        f" && Number(d.dataset.points) <= 2 * d.clientWidth; }}"
+    )

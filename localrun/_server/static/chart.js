@@ -334,7 +334,8 @@ export class MetricCharts {
     this.keys = this.visibleKeys();
     this.layout();
     const width = this.chartWidth();
-    const stale = force || Math.abs(width - this.fetchedWidth) > 0.2 * this.fetchedWidth;
+    // narrower by 5%: refetch (at most ~2 points per pixel); wider by 10%: more detail
+    const stale = force || width < 0.95 * this.fetchedWidth || width > 1.1 * this.fetchedWidth;
     if (!stale && moved.length === 0) {
       this.finishFirstDraw();
       return;
@@ -603,7 +604,7 @@ export class MetricCharts {
       scales: {
         x: {
           time,
-          range: (u, dmin, dmax) => (self.zoom ? [self.zoom.xmin, self.zoom.xmax] : [dmin, dmax]),
+          range: (u, dmin, dmax) => xRange(self.zoom, u.data[0], dmin, dmax, time),
         },
         y: this.settings.log ? { distr: 3, log: 10 } : {},
       },
@@ -614,7 +615,11 @@ export class MetricCharts {
           grid: { stroke: "rgba(0,0,0,0.06)", width: 1 },
         },
         // thin grid lines: a log scale has nine per decade
-        { size: yAxisSize, grid: { stroke: "rgba(0,0,0,0.06)", width: 1 } },
+        {
+          size: yAxisSize,
+          grid: { stroke: "rgba(0,0,0,0.06)", width: 1 },
+          values: this.settings.log ? undefined : tickLabels,
+        },
       ],
       legend: { live: true },
       cursor: {
@@ -671,6 +676,38 @@ export class MetricCharts {
       if (this.fetchedWidth && this.stopPoll) this.refresh(false);
     }, 150);
   }
+}
+
+// The x scale: the zoomed range, else the data's; one point gets a little room on each side
+// (uPlot would otherwise widen a single time point to years).
+function xRange(zoom, xs, dmin, dmax, time) {
+  if (zoom) return [zoom.xmin, zoom.xmax];
+  if (xs && xs.length === 1) {
+    // uPlot has already widened dmax by a day (in ms units) for a lone time point
+    const pad = time ? 60 : Math.max(1, Math.abs(xs[0]) * 0.01);
+    return [xs[0] - pad, xs[0] + pad];
+  }
+  if (dmin === null || dmin === undefined) return [0, 1];
+  return [dmin, dmax];
+}
+
+// The decimals a tick increment needs (0.25 -> 2, 5 -> 0).
+function decimals(incr) {
+  let d = 0;
+  while (d < 15 && Math.abs(Math.round(incr * 10 ** d) - incr * 10 ** d) > 1e-6) d++;
+  return d;
+}
+
+// Linear y ticks with as many decimals as their spacing needs: uPlot's default rounds to three,
+// which labels ticks 0.0002 apart "0", "0", "0.001".
+function tickLabels(u, splits, axisIdx, space, incr) {
+  const tiny = incr > 0 && incr < 1e-4;
+  const d = tiny ? 0 : Math.min(decimals(incr), 12);
+  return splits.map((v) => {
+    if (v === null || v === undefined) return "";
+    if (tiny || Math.abs(v) >= 1e9) return v === 0 ? "0" : v.toExponential(2);
+    return v.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
+  });
 }
 
 // Wide enough for the longest tick label (uPlot's default 50 px cuts "0.000123").
