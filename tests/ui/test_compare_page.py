@@ -29,12 +29,15 @@ def seeded_run(root: Path, run_id: str, lr: float, seed: int, steps: int = 100) 
     return write_run(root, run_id, body)
 
 
-def test_three_runs_draw_three_series_with_a_legend(ui_root: Path, ui_server: Any, page: Any) -> None:
+def test_three_runs_draw_three_series_with_a_legend(
+    ui_root: Path, ui_server: Any, page: Any
+) -> None:
     runs = [make_run(ui_root, run_id=f"r{i}", steps=20 + 10 * i) for i in range(3)]
     server = ui_server(ui_root)
     open_runs(page, server, *runs)
     legend = page.eval_on_selector_all(
-        "li[data-run]", "lis => lis.map(li => [li.dataset.run, li.querySelector('a').getAttribute('href')])"
+        "li[data-run]",
+        "lis => lis.map(li => [li.dataset.run, li.querySelector('a').getAttribute('href')])",
     )
     assert legend == [[r, f"/runs/{r}"] for r in runs]
     colors = page.eval_on_selector_all(
@@ -108,18 +111,18 @@ def test_group_by_config_draws_mean_and_band(ui_root: Path, ui_server: Any, page
     data = drawn(page, "loss")
     x = data[0]
     i = 0  # the first bucket (its centre: a fraction of a step after step 0), step 0's values
-    assert 0 <= x[i] < 1  # type: ignore[operator]
+    assert 0 <= x[i] < 1
     # lr=0.1: seeds 0, 1, 2 -> losses 1.0, 1.1, 1.2 at step 0: mean 1.1, min 1.0, max 1.2
     mean, hi, lo = data[4][i], data[5][i], data[6][i]
-    assert abs(mean - 1.1) < 1e-9 and abs(hi - 1.2) < 1e-9 and abs(lo - 1.0) < 1e-9  # type: ignore[operator]
+    assert abs(mean - 1.1) < 1e-9 and abs(hi - 1.2) < 1e-9 and abs(lo - 1.0) < 1e-9
     # lr=0.01: one run, its own curve and no width
-    assert abs(data[1][i] - 1.5) < 1e-9 and data[2][i] == data[3][i] == data[1][i]  # type: ignore[operator]
+    assert abs(data[1][i] - 1.5) < 1e-9 and data[2][i] == data[3][i] == data[1][i]
     # a std band: mean +- the population std of 1.0, 1.1, 1.2
     redraw_after(page, "loss", SET_INPUT, ["#band", "std"])
     data = drawn(page, "loss")
     std = (2 * 0.1**2 / 3) ** 0.5
-    assert abs(data[4][i] - 1.1) < 1e-9  # type: ignore[operator]
-    assert abs(data[5][i] - (1.1 + std)) < 1e-9 and abs(data[6][i] - (1.1 - std)) < 1e-9  # type: ignore[operator]
+    assert abs(data[4][i] - 1.1) < 1e-9
+    assert abs(data[5][i] - (1.1 + std)) < 1e-9 and abs(data[6][i] - (1.1 - std)) < 1e-9
     # the grouping is in the URL: reloading it draws the same groups
     query = parse_qs(urlsplit(page.url).query)
     assert query["group"] == ["config.lr"] and query["band"] == ["std"] and query["run"] == runs
@@ -139,7 +142,9 @@ def test_group_by_tag(ui_root: Path, ui_server: Any, page: Any) -> None:
     open_runs(page, server, *runs, group="tag")
     state = chart(page, "loss")
     assert state["series"] == "6"
-    labels = page.evaluate("window.__localrunCharts[0].plot('loss').series.slice(1).map(s => s.label)")
+    labels = page.evaluate(
+        "window.__localrunCharts[0].plot('loss').series.slice(1).map(s => s.label)"
+    )
     assert labels[0].startswith("tag baseline (2)") and labels[3].startswith("tag new (1)")
 
 
