@@ -183,6 +183,7 @@ export class MetricCharts {
     this.stopPoll = null;
     if (this.resizer) this.resizer.disconnect();
     clearTimeout(this.resizeTimer);
+    cancelAnimationFrame(this.drawFrame);
     for (const p of this.plots.values()) if (p.u) p.u.destroy();
     this.plots.clear();
     const i = live.indexOf(this);
@@ -258,7 +259,16 @@ export class MetricCharts {
     Object.assign(this.settings, patch);
     this.onSettings({ ...this.settings });
     if (refetch) this.refresh(true);
-    else this.draw();
+    else this.scheduleDraw();
+  }
+
+  /** Redraw at the next frame: a dragged slider fires many inputs, one draw per frame does. */
+  scheduleDraw() {
+    if (this.drawFrame) return;
+    this.drawFrame = requestAnimationFrame(() => {
+      this.drawFrame = 0;
+      this.draw();
+    });
   }
 
   setOptions(select, options, wanted) {
@@ -390,16 +400,28 @@ export class MetricCharts {
     return xmin < xmax ? { xmin, xmax } : {};
   }
 
+  /** The keys of this.keys that run `path` has (asking a run for a key it lacks is a 400). */
+  runKeys(path) {
+    const info = this.info.get(path);
+    if (!info) return [];
+    const has =
+      this.stream === "system"
+        ? new Set(info.system_keys || [])
+        : new Set(Object.keys(info.keys || {}).filter((k) => info.keys[k] === "number"));
+    const x = this.settings.x;
+    if (!["step", "time", "relative"].includes(x) && !has.has(x)) return []; // no such x axis
+    return this.keys.filter((k) => has.has(k));
+  }
+
   async fetchSeries(paths, width) {
-    const keys = this.keys;
-    if (keys.length === 0) {
-      for (const p of paths) this.series.set(p, { series: [], attempts: [] });
-      return;
-    }
     const range = this.sharedRange();
-    const params = { key: keys, x: this.settings.x, width, stream: this.stream, ...range };
+    const base = { x: this.settings.x, width, stream: this.stream, ...range };
     const answers = await Promise.allSettled(
-      paths.map((p) => getJSON(`${runApi(p)}/series`, params)),
+      paths.map((p) => {
+        const keys = this.runKeys(p);
+        if (keys.length === 0) return Promise.resolve({ data: { series: [], attempts: [] } });
+        return getJSON(`${runApi(p)}/series`, { key: keys, ...base });
+      }),
     );
     answers.forEach((a, i) => {
       if (a.status === "fulfilled") this.series.set(paths[i], a.value.data);
@@ -449,9 +471,12 @@ export class MetricCharts {
     const groups = this.grouping();
     const range = this.sharedRange(); // one bucket grid for every group
     const jobs = [];
+    const keysOf = new Map(this.runs.map((p) => [p, new Set(this.runKeys(p))]));
     for (const g of groups) {
       for (const key of this.keys) {
-        const params = { run: g.runs, key, x: this.settings.x, width, ...range };
+        const runs = g.runs.filter((p) => keysOf.get(p).has(key));
+        if (runs.length === 0) continue;
+        const params = { run: runs, key, x: this.settings.x, width, ...range };
         jobs.push(
           getJSON("/api/v1/group-series", params).then(
             ({ data }) => g.data.set(key, data),
