@@ -132,9 +132,10 @@ export class MetricCharts {
    * @param {HTMLElement} container where the controls and charts go
    * @param {{runs: string[], stream?: "history"|"system", keys?: string[],
    *          groupable?: boolean, colors?: string[], settings?: object,
-   *          onSettings?: (settings: object) => void}} options
+   *          onSettings?: (settings: object) => void, onGroups?: (groups: object[]) => void}} options
    *   settings: initial {x, smoothing, log, search, group, band} (the compare page's URL);
-   *   onSettings: called with them when the user changes a control.
+   *   onSettings: called with them when the user changes a control;
+   *   onGroups: called after each fetch with the groups drawn ([] when not grouped).
    */
   constructor(container, options) {
     this.container = container;
@@ -144,6 +145,7 @@ export class MetricCharts {
     this.groupable = options.groupable ?? this.runs.length > 1;
     this.colors = options.colors || this.runs.map((_, i) => colorFor(i));
     this.onSettings = options.onSettings || (() => {});
+    this.onGroups = options.onGroups || (() => {}); // [{label, runs, color}] or [] ungrouped
     const s = options.settings || {};
     this.settings = {
       x: s.x || (this.stream === "system" ? "time" : "step"),
@@ -352,8 +354,12 @@ export class MetricCharts {
     }
     this.fetchedWidth = width;
     if (this.settings.group !== "none") await this.fetchGroups(width);
-    else await this.fetchSeries(stale ? this.runs : moved, width);
+    else {
+      this.groups = [];
+      await this.fetchSeries(stale ? this.runs : moved, width);
+    }
     this.draw();
+    this.onGroups(this.groups.map(({ label, runs, color }) => ({ label, runs, color })));
   }
 
   /** Show a failed request; clear the box once the requests succeed again (only our error). */
