@@ -380,11 +380,13 @@ export function renderRun(main, path, params) {
   }
 
   async function tick() {
-    const { data, changed } = await getJSON(runApi(path));
+    const { data } = await getJSON(runApi(path));
     if (stopped) return;
     showError(null);
     setLive(true, data.state === "running" ? "live" : "");
-    if (!changed && run) return;
+    // the same answer object as the one drawn: nothing changed. (Not `changed`: the charts poll
+    // this URL too, and a 304 after their 200 means "what the cache holds", not "what I drew".)
+    if (data === run) return;
     const prev = run;
     run = data;
     showBody(true);
