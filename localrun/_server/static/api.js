@@ -27,6 +27,9 @@ export function withParams(path, params = {}) {
 }
 
 // GET JSON: {data, changed}. changed is false when the server answered 304 (same revision).
+// The cache is shared by every caller of a URL (the run page and its charts both poll the run):
+// a caller that must know whether *it* has seen an answer compares `data` with the object it
+// drew last (a 304 returns the cached object itself).
 export async function getJSON(path, params = {}) {
   const url = withParams(path, params);
   const hit = cache.get(url);

@@ -12,6 +12,7 @@ class MediaPanel {
     this.path = path;
     this.key = key;
     this.steps = [];
+    this.listing = null; // the /media answer the slider was built from
     this.seq = 0;
     this.onError = onError;
     this.slider = el("input", {
@@ -51,8 +52,9 @@ class MediaPanel {
 
   // Fetch the key's steps (an ETag makes an unchanged list a 304) and show the chosen one.
   async refresh() {
-    const { data, changed } = await getJSON(`${runApi(this.path)}/media`, { key: this.key });
-    if (!changed && this.steps.length) return;
+    const { data } = await getJSON(`${runApi(this.path)}/media`, { key: this.key });
+    if (data === this.listing) return; // a 304: the steps drawn are still the steps
+    this.listing = data;
     const steps = data.steps || [];
     const atEnd = !this.steps.length || this.index >= this.steps.length - 1;
     const before = this.steps[this.index];

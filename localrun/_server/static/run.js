@@ -278,6 +278,10 @@ export function renderRun(main, path, params) {
     consoleSection,
   );
 
+  // the sections say nothing about a run that cannot be read at all (an unknown run)
+  const body = [nav, overview, attempts, metrics, system, media, files, consoleSection];
+  const showBody = (on) => body.forEach((node) => (node.hidden = !on));
+
   const mediaPanels = new MediaPanels(mediaBox, path, showError);
   let run = null;
   let charts = null;
@@ -341,6 +345,7 @@ export function renderRun(main, path, params) {
       fill(consoleSelect, ...opts);
       consoleSelect.value = list.map(String).includes(want) ? want : "";
     }
+    consoleText.hidden = !list.length;
     if (!list.length) {
       consoleText.textContent = "";
       consoleNote.textContent = "no console output captured";
@@ -375,13 +380,16 @@ export function renderRun(main, path, params) {
   }
 
   async function tick() {
-    const { data, changed } = await getJSON(runApi(path));
+    const { data } = await getJSON(runApi(path));
     if (stopped) return;
     showError(null);
     setLive(true, data.state === "running" ? "live" : "");
-    if (!changed && run) return;
+    // the same answer object as the one drawn: nothing changed. (Not `changed`: the charts poll
+    // this URL too, and a 304 after their 200 means "what the cache holds", not "what I drew".)
+    if (data === run) return;
     const prev = run;
     run = data;
+    showBody(true);
     drawHead(data);
     drawOverview(data);
     drawAttempts(data);
@@ -410,6 +418,7 @@ export function renderRun(main, path, params) {
         title.querySelector(".name").textContent = id;
         fill(stateBadge);
         fill(meta, el("span", {}, "back to ", el("a", { href: "/", "data-nav": "" }, "all runs")));
+        showBody(false);
         markReady();
       }
       throw err;

@@ -172,11 +172,12 @@ export function renderRuns(main, params) {
 
   async function load() {
     const key = keyOf();
-    const { data, changed: fresh } = await getJSON("/api/v1/runs", apiParams(st));
+    const { data } = await getJSON("/api/v1/runs", apiParams(st));
     if (key !== keyOf()) return; // the query changed meanwhile: its own load draws it
     showError(null);
     setLive(true, `live · ${fmtTime(Date.now() / 1000).slice(11)}`);
-    if (!fresh && key === lastKey) return; // same revision of the same query: nothing to redraw
+    // the very answer drawn last (a 304 returns the cached object): nothing to redraw
+    if (key === lastKey && data === last) return;
     last = data;
     lastKey = key;
     draw(data);
