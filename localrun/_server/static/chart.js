@@ -205,6 +205,7 @@ export class MetricCharts {
     const s = this.settings;
     this.search = el("input", {
       id: "metric-search", type: "search", placeholder: "filter metrics", value: s.search,
+      "aria-label": "filter metrics by name",
     });
     this.xaxis = el("select", { id: "xaxis" });
     this.smoothing = el("input", {
@@ -346,8 +347,7 @@ export class MetricCharts {
     this.keys = this.visibleKeys();
     this.layout();
     const width = this.chartWidth();
-    // narrower by 5%: refetch (at most ~2 points per pixel); wider by 10%: more detail
-    const stale = force || width < 0.95 * this.fetchedWidth || width > 1.1 * this.fetchedWidth;
+    const stale = force || this.widthMoved(width);
     if (!stale && moved.length === 0) {
       this.finishFirstDraw();
       return;
@@ -360,6 +360,11 @@ export class MetricCharts {
     }
     this.draw();
     this.onGroups(this.groups.map(({ label, runs, color }) => ({ label, runs, color })));
+  }
+
+  /** Narrower by 5%: refetch (at most ~2 points per pixel); wider by 10%: more detail. */
+  widthMoved(width) {
+    return width < 0.95 * this.fetchedWidth || width > 1.1 * this.fetchedWidth;
   }
 
   /** Show a failed request; clear the box once the requests succeed again (only our error). */
@@ -514,10 +519,15 @@ export class MetricCharts {
       }
     }
     for (const key of this.keys) {
-      if (!this.plots.has(key)) this.plots.set(key, { div: el("div", { class: "chart" }), u: null });
-      const p = this.plots.get(key);
-      p.div.dataset.key = key;
-      this.grid.append(p.div); // re-appending keeps the order sorted
+      if (!this.plots.has(key)) {
+        this.plots.set(key, { div: el("div", { class: "chart", "data-key": key }), u: null });
+      }
+    }
+    // in key order; moved only when a new key came (a poll must not reflow the charts)
+    const divs = this.keys.map((key) => this.plots.get(key).div);
+    const shown = [...this.grid.children];
+    if (divs.length !== shown.length || divs.some((d, i) => shown[i] !== d)) {
+      this.grid.replaceChildren(...divs);
     }
     const none = this.info.size > 0 && this.keys.length === 0;
     this.empty.hidden = !none;
@@ -703,8 +713,10 @@ export class MetricCharts {
           p.u.setSize({ width: p.div.clientWidth, height: CHART_HEIGHT });
         }
       }
-      // a much wider chart deserves more points: refetch (update() compares the width)
-      if (this.fetchedWidth && this.stopPoll) this.refresh(false);
+      // points for the new width (not on the first layout: the first fetch measured it)
+      if (this.fetchedWidth && this.stopPoll && this.widthMoved(this.chartWidth())) {
+        this.refresh(true);
+      }
     }, 150);
   }
 }
