@@ -66,6 +66,14 @@ def test_three_runs_draw_three_series_with_a_legend(
         "els => els.slice(1).every(e => /\\d/.test(e.textContent))",
         arg=values.element_handles(),
     )
+    # smoothing applies to every run's curve, and draws as many points
+    raw = drawn(page, "loss")
+    redraw_after(page, "loss", SET_INPUT, ["#smoothing", "0.8"])
+    smooth = drawn(page, "loss")
+    assert chart(page, "loss")["points"] == str(20 + 30 + 40)
+    for run in (1, 2, 3):
+        assert smooth[run] != raw[run]
+        assert [v is None for v in smooth[run]] == [v is None for v in raw[run]]
 
 
 def test_compared_runs_are_fetched_on_one_x_range(ui_root: Path, ui_server: Any, page: Any) -> None:
