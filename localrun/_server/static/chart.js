@@ -181,6 +181,7 @@ export class MetricCharts {
   }
 
   stop() {
+    this.stopped = true; // a fetch still under way must not draw on the next page
     if (this.stopPoll) this.stopPoll();
     this.stopPoll = null;
     if (this.resizer) this.resizer.disconnect();
@@ -330,14 +331,16 @@ export class MetricCharts {
     this.queue = this.queue
       .then(() => this.update(force))
       .catch((err) => {
-        showError(err);
+        if (!this.stopped) showError(err);
         this.finishFirstDraw(); // the page is ready (showing the error), not blank forever
       });
     return this.queue;
   }
 
   async update(force) {
+    if (this.stopped) return;
     const moved = await this.fetchInfo();
+    if (this.stopped) return;
     this.setOptions(this.xaxis, this.xOptions(), this.settings.x);
     this.settings.x = this.xaxis.value;
     if (this.groupBy) {
@@ -358,6 +361,7 @@ export class MetricCharts {
       this.groups = [];
       await this.fetchSeries(stale ? this.runs : moved, width);
     }
+    if (this.stopped) return;
     this.draw();
     this.onGroups(this.groups.map(({ label, runs, color }) => ({ label, runs, color })));
   }
@@ -369,6 +373,7 @@ export class MetricCharts {
 
   /** Show a failed request; clear the box once the requests succeed again (only our error). */
   report(err) {
+    if (this.stopped) return;
     if (err) {
       showError(err);
       this.shownError = true;
@@ -541,6 +546,7 @@ export class MetricCharts {
   }
 
   draw() {
+    if (this.stopped) return;
     for (const key of this.keys) this.drawChart(key);
     this.finishFirstDraw();
   }
