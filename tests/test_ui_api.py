@@ -424,3 +424,338 @@ def test_downsample_unit_cases() -> None:
         (6.0, 7.0),
         (7.0, 0.0),
     ]
+
+
+# -- 4. group series -------------------------------------------------------------------------
+
+
+def test_group_series_mean_and_band_on_one_grid(client: Client) -> None:
+    g = client.json(
+        "/api/v1/group-series",
+        params={"run": ["q/a", "q/b", "q/c"], "key": "loss", "width": 5},
+    )
+    assert g["runs"] == 3 and g["n"] == [3] * 5
+    assert g["x"] == pytest.approx([0.4, 1.2, 2.0, 2.8, 3.6])
+    losses = (0.9, 0.5, 0.2)
+    mean = sum(losses) / 3
+    std = (sum((v - mean) ** 2 for v in losses) / 3) ** 0.5
+    assert g["mean"] == pytest.approx([mean + s for s in range(5)])
+    assert g["min"] == pytest.approx([0.2 + s for s in range(5)])
+    assert g["max"] == pytest.approx([0.9 + s for s in range(5)])
+    assert g["std"] == pytest.approx([std] * 5)
+    zoomed = client.json(
+        "/api/v1/group-series",
+        params={"run": ["q/a", "q/b"], "key": "loss", "width": 2, "xmin": 2, "xmax": 4},
+    )
+    assert zoomed["x"] == [2.5, 3.5] and zoomed["n"] == [2, 2]  # 2 | 3,4 in two buckets
+    assert zoomed["mean"] == pytest.approx([0.7 + 2, 0.7 + 3.5])
+
+
+def test_group_series_refusals(client: Client) -> None:
+    assert "run=" in client.json("/api/v1/group-series", 400, params={"key": "loss"})["error"]
+    assert "key=" in client.json("/api/v1/group-series", 400, params={"run": "q/a"})["error"]
+    r = client.get("/api/v1/group-series", params={"run": ["q/a", "q/zz"], "key": "loss"})
+    assert r.status_code == 404 and "q/zz" in r.json()["error"]
+    r = client.get("/api/v1/group-series", params={"run": "q/a", "key": "acc"})
+    assert r.status_code == 400 and "acc" in r.json()["error"]
+
+
+# -- 5. console ------------------------------------------------------------------------------
+
+
+def test_console_of_two_attempts(client: Client) -> None:
+    r = client.get("/api/v1/runs/p/resumed/console")
+    assert r.status_code == 200 and r.headers["content-type"] == "text/plain; charset=utf-8"
+    text = r.text
+    assert text.index("=== localrun: attempt 1") < text.index("first attempt says hi")
+    assert text.index("first attempt says hi") < text.index("=== localrun: attempt 2")
+    assert text.index("=== localrun: attempt 2") < text.index("second attempt says hi")
+    assert int(r.headers["x-localrun-console-bytes"]) == len(text.encode())
+    second = client.get("/api/v1/runs/p/resumed/console", params={"attempt": 2}).text
+    assert "second attempt says hi" in second and "first attempt" not in second
+    tail = client.get("/api/v1/runs/p/resumed/console", params={"tail": 15})
+    assert tail.text == text[-15:]
+    assert tail.headers["x-localrun-console-bytes"] == r.headers["x-localrun-console-bytes"]
+    again = client.get(
+        "/api/v1/runs/p/resumed/console", headers={"If-None-Match": r.headers["etag"]}
+    )
+    assert again.status_code == 304
+    bad = client.get("/api/v1/runs/p/resumed/console", params={"attempt": "x"})
+    assert bad.status_code == 400 and "attempt" in bad.json()["error"]
+
+
+# -- 6. to 8. media, blobs, files ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def media_client(tmp_path_factory: pytest.TempPathFactory) -> Client:
+    import numpy as np
+
+    base = tmp_path_factory.mktemp("media")
+    root = base / "runs"
+    model = base / "model.pt"
+    with localrun.init(project="m", id="r", dir=root, console=False, system_metrics=False) as run:
+        for step in range(3):
+            pixels = np.full((4, 6, 3), step * 40, dtype=np.uint8)
+            run.log(
+                {
+                    "samples": [localrun.Image(pixels, caption=f"s{step}")],
+                    "weights": localrun.Histogram(np_histogram=([1, 2, 3], [0.0, 1.0, 2.0, 3.0])),
+                    "preds": localrun.Table(
+                        columns=["a", "b"], data=[[i, f"v{i}"] for i in range(1500)]
+                    ),
+                    "loss": float(step),
+                },
+                step=step * 10,
+            )
+            if step < 2:
+                model.write_bytes(f"weights of step {step}".encode())
+                run.save(str(model), base_path=str(base))
+    return Client(root)
+
+
+def test_media_steps_and_items(media_client: Client) -> None:
+    listed = media_client.json("/api/v1/runs/m/r/media", params={"key": "samples"})
+    assert listed == {"key": "samples", "kind": "list<media>", "steps": [0, 10, 20]}
+    (image,) = media_client.json("/api/v1/runs/m/r/media", params={"key": "samples", "step": 10})[
+        "items"
+    ]
+    assert image["type"] == "image" and (image["width"], image["height"]) == (6, 4)
+    assert image["caption"] == "s1" and image["url"].startswith("/api/v1/runs/m/r/blob/media/")
+    png = media_client.get(image["url"])
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    assert png.headers["content-type"] == "image/png"
+    assert "immutable" in png.headers["cache-control"]
+    assert (
+        media_client.get(image["url"], headers={"If-None-Match": png.headers["etag"]}).status_code
+        == 304
+    )
+    (hist,) = media_client.json("/api/v1/runs/m/r/media", params={"key": "weights", "step": 0})[
+        "items"
+    ]
+    assert hist == {
+        "type": "histogram",
+        "counts": [1, 2, 3],
+        "edges": [0, 1, 2, 3],
+        "caption": None,
+    }
+    (table,) = media_client.json("/api/v1/runs/m/r/media", params={"key": "preds", "step": 20})[
+        "items"
+    ]
+    assert table["type"] == "table" and table["columns"] == ["a", "b"]
+    assert table["total_rows"] == 1500 and len(table["rows"]) == 1000
+    assert table["rows"][7] == [7, "v7"]
+
+
+def test_media_refusals(media_client: Client) -> None:
+    r = media_client.get("/api/v1/runs/m/r/media", params={"key": "loss"})
+    assert r.status_code == 400 and "samples" in r.json()["error"]  # names the media keys
+    r = media_client.get("/api/v1/runs/m/r/media", params={"key": "samples", "step": 5})
+    assert r.status_code == 404 and "step 5" in r.json()["error"]
+
+
+def test_files_with_versions(media_client: Client) -> None:
+    run = media_client.json("/api/v1/runs/m/r")
+    (entry,) = run["files"]
+    assert entry["name"] == "model.pt" and len(entry["versions"]) == 2
+    first, second = entry["versions"]
+    latest = media_client.get("/api/v1/runs/m/r/files/model.pt")
+    assert latest.status_code == 200 and latest.content == b"weights of step 1"
+    assert latest.headers["content-disposition"] == 'attachment; filename="model.pt"'
+    old = media_client.get("/api/v1/runs/m/r/files/model.pt", params={"version": first["version"]})
+    assert old.content == b"weights of step 0"
+    assert old.headers["etag"] == f'"{first["sha256"]}"' != latest.headers["etag"]
+    assert second["size"] == len(b"weights of step 1")
+    r = media_client.get("/api/v1/runs/m/r/files/model.pt", params={"version": "v9"})
+    assert r.status_code == 404 and first["version"] in r.json()["error"]
+    r = media_client.get("/api/v1/runs/m/r/files/other.bin")
+    assert r.status_code == 404 and "model.pt" in r.json()["error"]
+
+
+# -- security: no URL reads outside the root ---------------------------------------------------
+
+SECRET = b"top secret outside the root"
+
+
+def raw_get(app: Any, raw_path: bytes) -> tuple[int, bytes]:
+    """GET ``raw_path`` exactly as sent (httpx would normalise ``..`` away): the scope a server
+    makes of it, its path percent-decoded as uvicorn does."""
+    from urllib.parse import unquote_to_bytes
+
+    target, _, query = raw_path.partition(b"?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": unquote_to_bytes(target).decode("utf-8", "surrogateescape"),
+        "raw_path": target,
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"t")],
+        "client": ("127.0.0.1", 1),
+        "server": ("t", 80),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        done = asyncio.Event()
+        requested = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await done.wait()  # the client hangs up once it has the whole answer
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                done.set()
+
+        await app(scope, receive, send)
+
+    asyncio.run(main())
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, body
+
+
+@pytest.fixture(scope="module")
+def hostile(media_client: Client, tmp_path_factory: pytest.TempPathFactory) -> Client:
+    """The media root, plus a secret next to it, a run folder that is a symbolic link to a run
+    outside the root, and a saved file and a media blob swapped for links to the secret."""
+    import shutil
+
+    root = media_client.root
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.txt").write_bytes(SECRET)
+    shutil.copytree(root / "m" / "r", outside / "r")
+    (root / "m" / "linked").symlink_to(outside / "r")
+    shutil.copytree(root / "m" / "r", root / "m" / "swapped")
+    _retarget(root / "m" / "swapped")
+    swapped = root / "m" / "swapped"
+    for version in json.loads((swapped / "manifest.json").read_text())["files"]["model.pt"]:
+        target = swapped / version["path"]
+        target.unlink()
+        target.symlink_to(outside / "secret.txt")
+    for blob in (swapped / "media").rglob("*.png"):
+        blob.unlink()
+        blob.symlink_to(outside / "secret.txt")
+    return Client(root)
+
+
+def _retarget(rdir: Path) -> None:
+    """A copied run folder renamed: its revisions say its new id."""
+    for f in [rdir / "manifest.json", *(rdir / "log").iterdir()]:
+        doc = json.loads(f.read_text())
+        doc["id"] = rdir.name
+        f.write_text(json.dumps(doc))
+
+
+ESCAPES = [
+    b"/api/v1/runs/%2e%2e/m",
+    b"/api/v1/runs/m/%2e%2e",
+    b"/api/v1/runs/m/..",
+    b"/api/v1/runs/../m/r",
+    b"/api/v1/runs/m%2f..%2fm/r",
+    b"/api/v1/runs/m/r%2f..%2fswapped",
+    b"/api/v1/runs/m/r%00",
+    b"/api/v1/runs/m/linked",
+    b"/api/v1/runs/m/linked/series",
+    b"/api/v1/runs/m/linked/console",
+    b"/api/v1/runs/m/linked/files/model.pt",
+    b"/api/v1/runs/%2fetc/r",
+    b"/api/v1/runs/m/r/series?x=..%2f..%2fsecret",
+    b"/api/v1/runs/m/r/media?key=..%2f..%2fsecret.txt",
+    b"/api/v1/runs/m/r/console?attempt=%2e%2e",
+    b"/api/v1/runs/m/r/files/..%2f..%2f..%2foutside%2fsecret.txt",
+    b"/api/v1/runs/m/r/files/%2e%2e/%2e%2e/manifest.json",
+    b"/api/v1/runs/m/r/files//etc/passwd",
+    b"/api/v1/runs/m/r/files/%2Fetc%2Fpasswd",
+    b"/api/v1/runs/m/r/files/model.pt%00.txt",
+    b"/api/v1/runs/m/r/files/model.pt?version=..%2f..%2fmanifest.json",
+    b"/api/v1/runs/m/r/blob/..%2f..%2fmanifest.json",
+    b"/api/v1/runs/m/r/blob/media/%2e%2e/%2e%2e/manifest.json",
+    b"/api/v1/runs/m/r/blob//etc/passwd",
+    b"/api/v1/runs/m/r/blob/media/ab/" + b"a" * 64 + b".png",
+    b"/api/v1/runs/m/swapped/files/model.pt",
+    b"/api/v1/group-series?run=m/..&key=loss",
+    b"/api/v1/group-series?run=m/linked&key=loss",
+    b"/api/v1/group-series?run=..%2fm/r&key=loss",
+    b"/api/v1/runs?project=..",
+    b"/api/v1/runs?project=%2fetc",
+]
+
+
+@pytest.mark.parametrize("raw", ESCAPES, ids=[e.decode() for e in ESCAPES])
+def test_no_url_reads_outside_the_root(hostile: Client, raw: bytes) -> None:
+    status, body = raw_get(hostile.app, raw)
+    assert status in (400, 404, 422), (status, body[:200])
+    assert SECRET not in body
+    assert json.loads(body)["error"]
+
+
+def test_a_symlinked_blob_is_refused(hostile: Client) -> None:
+    (image,) = hostile.json("/api/v1/runs/m/swapped/media", params={"key": "samples", "step": 0})[
+        "items"
+    ]
+    status, body = raw_get(hostile.app, image["url"].encode())
+    assert status == 422 and SECRET not in body
+    assert "symbolic link" in json.loads(body)["error"]
+
+
+def test_the_real_files_are_still_served(hostile: Client) -> None:
+    """The refusals above are about the addresses, not a broken root."""
+    status, body = raw_get(hostile.app, b"/api/v1/runs/m/r/files/model.pt")
+    assert status == 200 and body == b"weights of step 1"
+    listed = {r["path"] for r in hostile.json("/api/v1/runs")["runs"]}
+    assert "m/r" in listed and "m/swapped" in listed
+
+
+# -- damaged runs ----------------------------------------------------------------------------
+
+
+def test_damaged_runs_are_listed_and_never_break_the_list(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for run_id in ("ok", "garbage", "truncated"):
+        with localrun.init(
+            project="d", id=run_id, dir=root, console=False, system_metrics=False
+        ) as run:
+            for step in range(5):
+                run.log({"loss": float(step)})
+    garbage = root / "d" / "garbage"
+    for f in [garbage / "manifest.json", *(garbage / "log").iterdir()]:
+        f.write_bytes(b"\x00not json{{{")
+    truncated = root / "d" / "truncated"
+    (segment,) = (truncated / "history").glob("*.parquet")
+    segment.write_bytes(segment.read_bytes()[:40])
+    client = Client(root)
+
+    page = client.json("/api/v1/runs")
+    rows = {r["path"]: r for r in page["runs"]}
+    assert set(rows) == {"d/ok", "d/garbage", "d/truncated"} and page["total"] == 3
+    assert rows["d/garbage"]["state"] == "damaged" and rows["d/garbage"]["problem"]
+    assert rows["d/ok"]["state"] == "finished" and "problem" not in rows["d/ok"]
+    assert [
+        r["path"] for r in client.json("/api/v1/runs", params={"state": "damaged"})["runs"]
+    ] == ["d/garbage"]
+
+    detail = client.json("/api/v1/runs/d/garbage")
+    assert detail["state"] == "damaged" and detail["problem"] == rows["d/garbage"]["problem"]
+    r = client.get("/api/v1/runs/d/garbage/series")
+    assert r.status_code == 422 and "damaged" in r.json()["error"]
+
+    # a damaged segment: the run reads (listed, detail), its series names the repair
+    assert client.json("/api/v1/runs/d/truncated")["state"] == "finished"
+    r = client.get("/api/v1/runs/d/truncated/series")
+    assert r.status_code == 422 and "verify --repair" in r.json()["error"]
+    assert client.json("/api/v1/runs/d/ok/series")["series"][0]["y"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_unknown_api_address_is_a_json_404(client: Client) -> None:
+    r = client.get("/api/v1/nothing/here")
+    assert r.status_code == 404 and "/api/v1/runs" in r.json()["error"]

@@ -88,7 +88,20 @@ def routes(root: Path) -> list[BaseRoute]:
         (f"{RUN}/blob/{{path:path}}", lambda r: blob(api, r)),
         (f"{RUN}/files/{{name:path}}", lambda r: saved_file(api, r)),
     ]
-    return [Route(path, _threaded(fn), methods=["GET"]) for path, fn in handlers]
+    found: list[BaseRoute] = [Route(p, _threaded(fn), methods=["GET"]) for p, fn in handlers]
+    found.append(Route(f"{API}/{{rest:path}}", _no_route, methods=["GET", "HEAD"]))
+    return found
+
+
+async def _no_route(request: Request) -> Response:
+    """Any other address under the API: a JSON 404 like every other refusal (a URL that
+    climbs with ``..`` or holds ``%2f`` in a name lands here when it matches no route)."""
+    return error(
+        404,
+        f"no API route {request.url.path!r}; the dashboard's routes are /api/v1/runs, "
+        "/api/v1/runs/PROJECT/ID[/series|/console|/media|/blob/...|/files/...], "
+        "/api/v1/group-series",
+    )
 
 
 def _threaded(fn: Callable[[Request], Response]) -> Callable[[Request], Any]:
