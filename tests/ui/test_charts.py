@@ -34,12 +34,12 @@ def open_runs(pg: Any, server: UiServer, *runs: str, **params: str) -> None:
 
 def chart(pg: Any, key: str) -> dict[str, str]:
     """The data-* attributes of the chart of ``key``."""
-    return pg.eval_on_selector(f'div.chart[data-key="{key}"]', "d => ({...d.dataset})")  # type: ignore[no-any-return]
+    return pg.eval_on_selector(f'div.chart[data-key="{key}"]', "d => ({...d.dataset})")
 
 
 def drawn(pg: Any, key: str) -> list[list[float | None]]:
     """The aligned arrays uPlot draws for ``key``: [x, y1, y2, ...] (undefined -> None)."""
-    return pg.evaluate(  # type: ignore[no-any-return]
+    return pg.evaluate(
         """key => window.__localrunCharts[0].plot(key).data
                  .map(a => Array.from(a, v => v === undefined ? null : v))""",
         key,
@@ -82,7 +82,9 @@ def write_run(root: Path, run_id: str, body: str, project: str = "p") -> str:
 # -- tests --------------------------------------------------------------------------------------
 
 
-def test_one_chart_per_metric_over_the_runs_step_range(ui_root: Path, ui_server: Any, page: Any) -> None:
+def test_one_chart_per_metric_over_the_runs_step_range(
+    ui_root: Path, ui_server: Any, page: Any
+) -> None:
     path = make_run(ui_root, steps=50, metrics=("loss", "acc"))
     server = ui_server(ui_root)
     open_runs(page, server, path)
@@ -96,16 +98,21 @@ def test_one_chart_per_metric_over_the_runs_step_range(ui_root: Path, ui_server:
         assert state["markers"] == "0"
     x, loss = drawn(page, "loss")
     assert x == list(range(50))
-    assert loss[0] == 1.0 and abs(loss[49] - 1 / 50) < 1e-12  # type: ignore[operator]
+    assert loss[0] == 1.0 and abs(loss[49] - 1 / 50) < 1e-12
     # the hover legend shows the value under the cursor
     box = page.locator('div.chart[data-key="loss"] .u-over').bounding_box()
     page.mouse.move(box["x"] + 2, box["y"] + box["height"] / 2)
     value = page.locator('div.chart[data-key="loss"] .u-legend .u-series:nth-child(2) .u-value')
-    page.wait_for_function("el => el.textContent.trim() !== '—' && el.textContent.trim() !== '--'", arg=value.element_handle())
+    page.wait_for_function(
+        "el => el.textContent.trim() !== '—' && el.textContent.trim() !== '--'",
+        arg=value.element_handle(),
+    )
     assert float(value.text_content()) == 1.0
 
 
-def test_a_preempted_and_resumed_run_shows_one_marker(ui_root: Path, ui_server: Any, page: Any) -> None:
+def test_a_preempted_and_resumed_run_shows_one_marker(
+    ui_root: Path, ui_server: Any, page: Any
+) -> None:
     path = make_resumed_run(ui_root, kill_at=30, steps=60, hosts=("node-a", "node-b"))
     server = ui_server(ui_root)
     open_runs(page, server, path)
@@ -120,10 +127,10 @@ def test_a_preempted_and_resumed_run_shows_one_marker(ui_root: Path, ui_server: 
     assert x == list(range(60))  # no row twice, none missing across the resume
 
 
-def test_smoothing_changes_the_drawn_values_not_their_count(ui_root: Path, ui_server: Any, page: Any) -> None:
-    path = write_run(
-        ui_root, "noisy", "for s in range(200):\n    run.log({'loss': 1.0 + (s % 2)})"
-    )
+def test_smoothing_changes_the_drawn_values_not_their_count(
+    ui_root: Path, ui_server: Any, page: Any
+) -> None:
+    path = write_run(ui_root, "noisy", "for s in range(200):\n    run.log({'loss': 1.0 + (s % 2)})")
     server = ui_server(ui_root)
     open_runs(page, server, path)
     before = chart(page, "loss")
@@ -131,12 +138,14 @@ def test_smoothing_changes_the_drawn_values_not_their_count(ui_root: Path, ui_se
     redraw_after(page, "loss", SET_INPUT, ["#smoothing", "0.9"])
     after = chart(page, "loss")
     smooth = drawn(page, "loss")[1]
-    assert (after["series"], after["points"]) == (before["series"], before["points"]) == ("1", "200")
+    assert (
+        (after["series"], after["points"]) == (before["series"], before["points"]) == ("1", "200")
+    )
     assert smooth != raw
     # debiased EMA (TensorBoard's): starts at the first value, converges to the mean 1.5
     assert smooth[0] == raw[0] == 1.0
-    assert abs(smooth[-1] - 1.5) < 0.1  # type: ignore[operator]
-    assert max(smooth) < 2.0 and min(smooth[20:]) > 1.3  # type: ignore[type-var]
+    assert abs(smooth[-1] - 1.5) < 0.1
+    assert max(smooth) < 2.0 and min(smooth[20:]) > 1.3
     # the setting is in the URL (a bookmark restores it)
     assert "smoothing=0.9" in page.url
 
@@ -186,13 +195,15 @@ def test_a_spike_survives_downsampling(ui_root: Path, ui_server: Any, page: Any)
     state = chart(page, "loss")
     assert int(state["points"]) <= 2 * width < 50000  # downsampled on the server
     x, y = drawn(page, "loss")
-    assert max(y) == 1000.0  # type: ignore[type-var]
+    assert max(y) == 1000.0
     assert x[y.index(1000.0)] == 31337
     # the last bucket's min/max row of a flat curve is its first row, not necessarily step 49999
     assert float(state["xmin"]) == 0 and 49000 < float(state["xmax"]) <= 49999
 
 
-def test_drag_zooms_at_full_resolution_and_double_click_resets(ui_root: Path, ui_server: Any, page: Any) -> None:
+def test_drag_zooms_at_full_resolution_and_double_click_resets(
+    ui_root: Path, ui_server: Any, page: Any
+) -> None:
     path = write_run(ui_root, "long", "for s in range(20000):\n    run.log({'loss': float(s % 7)})")
     server = ui_server(ui_root)
     open_runs(page, server, path)
@@ -213,7 +224,7 @@ def test_drag_zooms_at_full_resolution_and_double_click_resets(ui_root: Path, ui
     assert 9000 < lo < hi < 11000 and hi - lo < 1000
     x, _ = drawn(page, "loss")
     # every row of the range, not one per bucket of the whole run
-    inside = [v for v in x if lo <= v <= hi]  # type: ignore[operator]
+    inside = [v for v in x if lo <= v <= hi]
     assert len(inside) >= int(hi) - int(lo) - 1
     assert int(zoomed["points"]) > int(hi - lo) * 0.9
     page.dblclick('div.chart[data-key="loss"] .u-over')
@@ -221,7 +232,11 @@ def test_drag_zooms_at_full_resolution_and_double_click_resets(ui_root: Path, ui
         "() => document.querySelector('div.chart[data-key=loss]').dataset.xmin === '0'"
     )
     reset = chart(page, "loss")
-    assert (reset["xmin"], reset["xmax"], reset["points"]) == (full["xmin"], full["xmax"], full["points"])
+    assert (reset["xmin"], reset["xmax"], reset["points"]) == (
+        full["xmin"],
+        full["xmax"],
+        full["points"],
+    )
 
 
 def test_metric_search_filters_the_charts(ui_root: Path, ui_server: Any, page: Any) -> None:
@@ -262,3 +277,21 @@ def test_live_points_appear_and_an_unchanged_run_is_not_refetched(
     settled = len(series_requests)
     page.wait_for_timeout(1500)
     assert len(series_requests) == settled
+
+
+def test_a_narrower_window_redraws_narrower_charts_with_fewer_points(
+    ui_root: Path, ui_server: Any, page: Any
+) -> None:
+    path = write_run(ui_root, "wide", "for s in range(5000):\n    run.log({'loss': float(s % 13)})")
+    server = ui_server(ui_root)
+    open_runs(page, server, path)
+    u = "window.__localrunCharts[0].plot('loss')"
+    wide = page.evaluate(f"{u}.width")
+    assert int(chart(page, "loss")["points"]) > 2 * 400
+    page.set_viewport_size({"width": 600, "height": 900})
+    # uPlot is resized to its box, and the series refetched for the fewer pixels
+    page.wait_for_function(
+        f"() => {{ const d = document.querySelector('div.chart[data-key=loss]');"
+        f" return {u}.width === d.clientWidth && {u}.width < {wide}"
+        f" && Number(d.dataset.points) <= 2 * d.clientWidth; }}"
+    )

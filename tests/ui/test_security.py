@@ -55,9 +55,10 @@ def planted(ui_root: Path, tmp_path: Path) -> Path:
 
 
 def raw_get(url: str, target: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    """``GET target`` sent byte for byte (no client normalises ``..`` or decodes ``%2e``)."""
+    """``GET target`` sent byte for byte (no client normalises ``..`` or decodes ``%2e``);
+    HTTP/1.0, so the body comes whole, never chunked (a chunk boundary could split a secret)."""
     parts = urlsplit(url)
-    lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+    lines = [f"GET {target} HTTP/1.0", f"Host: {parts.netloc}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
@@ -139,21 +140,33 @@ def traversal_targets(blob: str) -> list[str]:
 
 
 def test_no_url_reads_a_file_outside_the_root(planted: Path, ui_server) -> None:
-    """Every traversal is refused (4xx, never a 5xx crash) or answered with what is inside the
-    root (a page is the same index.html whatever its path): never a byte of the secret."""
+    """Every traversal of the API or the assets is refused (4xx, never a 5xx crash); a page
+    answers its index.html whatever its path; no answer holds a byte of the secret."""
     server = ui_server(planted)
     run = planted / "p" / "r1"
-    targets = traversal_targets(_blob(run))
-    leaks, crashes = [], []
+    blob = _blob(run)
+    # the same raw requests do reach files that are meant to be served
+    status, body = raw_get(server.url, f"/api/v1/runs/p/r1/blob/{blob}")
+    assert status == 200 and body.startswith(b"\x89PNG"), (status, body[:100])
+    status, body = raw_get(server.url, "/static/app.js")
+    assert status == 200 and b"import" in body
+    targets = traversal_targets(blob)
+    leaks, crashes, accepted = [], [], []
+    seen: dict[int, int] = {}
     for target in targets:
         status, body = raw_get(server.url, target)
         if any(s.encode() in body for s in (SECRET, PASSWD, SOURCE)):
             leaks.append(f"{status} {target}")
         if status >= 500:
             crashes.append(f"{status} {target}: {body[:200]!r}")
-    print(f"{len(targets)} traversal URLs tried")
+        # an API or asset URL naming an escape is refused; only pages (index.html) answer 200
+        if target.startswith(("/api/", "/static/")) and not 400 <= status < 500:
+            accepted.append(f"{status} {target}")
+        seen[status] = seen.get(status, 0) + 1
+    print(f"{len(targets)} traversal URLs tried; answers by status: {sorted(seen.items())}")
     assert not leaks, "files outside the root were served:\n" + "\n".join(leaks)
     assert not crashes, "traversals crashed the server:\n" + "\n".join(crashes[:20])
+    assert not accepted, "traversals answered as if valid:\n" + "\n".join(accepted[:20])
 
 
 def test_links_planted_inside_a_run_are_not_followed(planted: Path, ui_server) -> None:

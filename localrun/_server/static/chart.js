@@ -132,9 +132,10 @@ export class MetricCharts {
    * @param {HTMLElement} container where the controls and charts go
    * @param {{runs: string[], stream?: "history"|"system", keys?: string[],
    *          groupable?: boolean, colors?: string[], settings?: object,
-   *          onSettings?: (settings: object) => void}} options
+   *          onSettings?: (settings: object) => void, onGroups?: (groups: object[]) => void}} options
    *   settings: initial {x, smoothing, log, search, group, band} (the compare page's URL);
-   *   onSettings: called with them when the user changes a control.
+   *   onSettings: called with them when the user changes a control;
+   *   onGroups: called after each fetch with the groups drawn ([] when not grouped).
    */
   constructor(container, options) {
     this.container = container;
@@ -144,6 +145,7 @@ export class MetricCharts {
     this.groupable = options.groupable ?? this.runs.length > 1;
     this.colors = options.colors || this.runs.map((_, i) => colorFor(i));
     this.onSettings = options.onSettings || (() => {});
+    this.onGroups = options.onGroups || (() => {}); // [{label, runs, color}] or [] ungrouped
     const s = options.settings || {};
     this.settings = {
       x: s.x || (this.stream === "system" ? "time" : "step"),
@@ -183,6 +185,7 @@ export class MetricCharts {
     this.stopPoll = null;
     if (this.resizer) this.resizer.disconnect();
     clearTimeout(this.resizeTimer);
+    cancelAnimationFrame(this.drawFrame);
     for (const p of this.plots.values()) if (p.u) p.u.destroy();
     this.plots.clear();
     const i = live.indexOf(this);
@@ -258,7 +261,16 @@ export class MetricCharts {
     Object.assign(this.settings, patch);
     this.onSettings({ ...this.settings });
     if (refetch) this.refresh(true);
-    else this.draw();
+    else this.scheduleDraw();
+  }
+
+  /** Redraw at the next frame: a dragged slider fires many inputs, one draw per frame does. */
+  scheduleDraw() {
+    if (this.drawFrame) return;
+    this.drawFrame = requestAnimationFrame(() => {
+      this.drawFrame = 0;
+      this.draw();
+    });
   }
 
   setOptions(select, options, wanted) {
@@ -334,15 +346,20 @@ export class MetricCharts {
     this.keys = this.visibleKeys();
     this.layout();
     const width = this.chartWidth();
-    const stale = force || Math.abs(width - this.fetchedWidth) > 0.2 * this.fetchedWidth;
+    // narrower by 5%: refetch (at most ~2 points per pixel); wider by 10%: more detail
+    const stale = force || width < 0.95 * this.fetchedWidth || width > 1.1 * this.fetchedWidth;
     if (!stale && moved.length === 0) {
       this.finishFirstDraw();
       return;
     }
     this.fetchedWidth = width;
     if (this.settings.group !== "none") await this.fetchGroups(width);
-    else await this.fetchSeries(stale ? this.runs : moved, width);
+    else {
+      this.groups = [];
+      await this.fetchSeries(stale ? this.runs : moved, width);
+    }
     this.draw();
+    this.onGroups(this.groups.map(({ label, runs, color }) => ({ label, runs, color })));
   }
 
   /** Show a failed request; clear the box once the requests succeed again (only our error). */
@@ -389,16 +406,28 @@ export class MetricCharts {
     return xmin < xmax ? { xmin, xmax } : {};
   }
 
+  /** The keys of this.keys that run `path` has (asking a run for a key it lacks is a 400). */
+  runKeys(path) {
+    const info = this.info.get(path);
+    if (!info) return [];
+    const has =
+      this.stream === "system"
+        ? new Set(info.system_keys || [])
+        : new Set(Object.keys(info.keys || {}).filter((k) => info.keys[k] === "number"));
+    const x = this.settings.x;
+    if (!["step", "time", "relative"].includes(x) && !has.has(x)) return []; // no such x axis
+    return this.keys.filter((k) => has.has(k));
+  }
+
   async fetchSeries(paths, width) {
-    const keys = this.keys;
-    if (keys.length === 0) {
-      for (const p of paths) this.series.set(p, { series: [], attempts: [] });
-      return;
-    }
     const range = this.sharedRange();
-    const params = { key: keys, x: this.settings.x, width, stream: this.stream, ...range };
+    const base = { x: this.settings.x, width, stream: this.stream, ...range };
     const answers = await Promise.allSettled(
-      paths.map((p) => getJSON(`${runApi(p)}/series`, params)),
+      paths.map((p) => {
+        const keys = this.runKeys(p);
+        if (keys.length === 0) return Promise.resolve({ data: { series: [], attempts: [] } });
+        return getJSON(`${runApi(p)}/series`, { key: keys, ...base });
+      }),
     );
     answers.forEach((a, i) => {
       if (a.status === "fulfilled") this.series.set(paths[i], a.value.data);
@@ -446,11 +475,14 @@ export class MetricCharts {
 
   async fetchGroups(width) {
     const groups = this.grouping();
-    const range = this.zoom || {};
+    const range = this.sharedRange(); // one bucket grid for every group
     const jobs = [];
+    const keysOf = new Map(this.runs.map((p) => [p, new Set(this.runKeys(p))]));
     for (const g of groups) {
       for (const key of this.keys) {
-        const params = { run: g.runs, key, x: this.settings.x, width, ...range };
+        const runs = g.runs.filter((p) => keysOf.get(p).has(key));
+        if (runs.length === 0) continue;
+        const params = { run: runs, key, x: this.settings.x, width, ...range };
         jobs.push(
           getJSON("/api/v1/group-series", params).then(
             ({ data }) => g.data.set(key, data),
@@ -603,7 +635,7 @@ export class MetricCharts {
       scales: {
         x: {
           time,
-          range: (u, dmin, dmax) => (self.zoom ? [self.zoom.xmin, self.zoom.xmax] : [dmin, dmax]),
+          range: (u, dmin, dmax) => xRange(self.zoom, u.data[0], dmin, dmax, time),
         },
         y: this.settings.log ? { distr: 3, log: 10 } : {},
       },
@@ -614,7 +646,11 @@ export class MetricCharts {
           grid: { stroke: "rgba(0,0,0,0.06)", width: 1 },
         },
         // thin grid lines: a log scale has nine per decade
-        { size: yAxisSize, grid: { stroke: "rgba(0,0,0,0.06)", width: 1 } },
+        {
+          size: yAxisSize,
+          grid: { stroke: "rgba(0,0,0,0.06)", width: 1 },
+          values: this.settings.log ? undefined : tickLabels,
+        },
       ],
       legend: { live: true },
       cursor: {
@@ -671,6 +707,38 @@ export class MetricCharts {
       if (this.fetchedWidth && this.stopPoll) this.refresh(false);
     }, 150);
   }
+}
+
+// The x scale: the zoomed range, else the data's; one point gets a little room on each side
+// (uPlot would otherwise widen a single time point to years).
+function xRange(zoom, xs, dmin, dmax, time) {
+  if (zoom) return [zoom.xmin, zoom.xmax];
+  if (xs && xs.length === 1) {
+    // uPlot has already widened dmax by a day (in ms units) for a lone time point
+    const pad = time ? 60 : Math.max(1, Math.abs(xs[0]) * 0.01);
+    return [xs[0] - pad, xs[0] + pad];
+  }
+  if (dmin === null || dmin === undefined) return [0, 1];
+  return [dmin, dmax];
+}
+
+// The decimals a tick increment needs (0.25 -> 2, 5 -> 0).
+function decimals(incr) {
+  let d = 0;
+  while (d < 15 && Math.abs(Math.round(incr * 10 ** d) - incr * 10 ** d) > 1e-6) d++;
+  return d;
+}
+
+// Linear y ticks with as many decimals as their spacing needs: uPlot's default rounds to three,
+// which labels ticks 0.0002 apart "0", "0", "0.001".
+function tickLabels(u, splits, axisIdx, space, incr) {
+  const tiny = incr > 0 && incr < 1e-4;
+  const d = tiny ? 0 : Math.min(decimals(incr), 12);
+  return splits.map((v) => {
+    if (v === null || v === undefined) return "";
+    if (tiny || Math.abs(v) >= 1e9) return v === 0 ? "0" : v.toExponential(2);
+    return v.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
+  });
 }
 
 // Wide enough for the longest tick label (uPlot's default 50 px cuts "0.000123").

@@ -104,6 +104,16 @@ export function renderCompare(main, params) {
     colors: runs.map((_, i) => colorFor(i)),
     settings: settingsFrom(params),
     onSettings: (s) => history.replaceState(null, "", compareUrl(runs, s)),
+    // grouped, a run's swatch takes its group's colour (the colour of the curve it is in)
+    onGroups: (groups) => {
+      for (const [i, li] of [...legend.children].entries()) {
+        const g = groups.find((one) => one.runs.includes(li.dataset.run));
+        li.querySelector(".swatch").style.background = g ? g.color : colorFor(i);
+        li.title = g ? `in group ${g.label}` : "";
+        if (g) li.dataset.group = g.label;
+        else delete li.dataset.group;
+      }
+    },
   });
   let stopped = false;
   charts.start().then(() => {
