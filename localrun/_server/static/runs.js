@@ -154,7 +154,7 @@ export function renderRuns(main, params) {
   );
 
   // --- table and pager ---------------------------------------------------------------------
-  const table = el("table", { id: "runs", class: "grid" });
+  const table = el("table", { id: "runs", class: "grid", "aria-describedby": "count" });
   const wrap = el("div", { class: "tablewrap" }, table);
   const prev = el("button", { id: "prev", type: "button", "aria-label": "Previous page" }, "‹ Prev");
   const next = el("button", { id: "next", type: "button", "aria-label": "Next page" }, "Next ›");
