@@ -67,7 +67,8 @@ test-install: $(STAMP)
 test-servers: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "swift or server" tests
 
-# The dashboard's pages in Debian's headless Chromium driven by playwright (a few minutes);
+# The dashboard's pages in Debian's headless Chromium driven by playwright (a few minutes;
+# one worker: two Chromiums on 2 cores only trade waiting for CPU);
 # .ci/install-browser installs the chromium package (as root; idempotent and quiet).
 test-browser: $(STAMP)
 	bash .ci/install-browser
