@@ -217,3 +217,24 @@ def test_a_damaged_run_shows_its_problem_and_the_page_works(page: Any, ui: UiSer
     page.wait_for_url(re.compile(r"/(\?.*)?$"))
     wait_ready(page)
     assert page.locator("tr[data-run='z/broken'][data-state=damaged]").count() == 1
+
+
+def test_system_charts_open_on_demand_and_stay_open(page: Any, ui: UiServer) -> None:
+    open_run(page, ui)
+    assert page.locator("section#system div.chart").count() == 0  # closed by default
+    toggle = page.locator("button#system-toggle")
+    assert toggle.get_attribute("aria-expanded") == "false"
+    wanted = int(re.search(r"\d+", toggle.inner_text())[0])  # "show N charts"
+    assert wanted > 0
+    toggle.click()
+    page.wait_for_function(
+        "n => { const cs = document.querySelectorAll('section#system div.chart');"
+        " return cs.length === n && [...cs].every(c => c.dataset.ready === '1'); }",
+        arg=wanted,
+    )
+    assert toggle.get_attribute("aria-expanded") == "true"
+    page.reload()
+    wait_ready(page)
+    assert page.locator("section#system div.chart").count() == wanted  # remembered
+    page.click("button#system-toggle")
+    page.wait_for_function("() => !document.querySelector('section#system div.chart')")

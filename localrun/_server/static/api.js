@@ -80,23 +80,43 @@ export async function getTextResponse(path, params = {}) {
 }
 
 // Call fn now and then every POLL_MS until the returned stop() is called; a failing call is
-// shown (showError) and retried at the next tick, so a server restart heals the page.
+// shown (showError) and retried at the next tick, so a server restart heals the page. A tab in
+// the background does not poll (a dashboard left open all day costs the server nothing); it
+// catches up at once when it is shown again. One call at a time: a slow answer delays the next.
 export function poll(fn, ms = POLL_MS) {
   let stopped = false;
   let timer = null;
+  let running = false;
+  let first = true;
   const tick = async () => {
-    if (stopped) return;
+    timer = null;
+    if (stopped || running) return;
+    if (document.hidden && !first) {
+      timer = setTimeout(tick, ms);
+      return;
+    }
+    first = false;
+    running = true;
     try {
       await fn();
     } catch (err) {
       showError(err);
+    } finally {
+      running = false;
     }
-    if (!stopped) timer = setTimeout(tick, ms);
+    if (!stopped && timer === null) timer = setTimeout(tick, ms);
   };
+  const onVisible = () => {
+    if (document.hidden || running || stopped) return;
+    clearTimeout(timer);
+    tick();
+  };
+  document.addEventListener("visibilitychange", onVisible);
   tick();
   return () => {
     stopped = true;
     clearTimeout(timer);
+    document.removeEventListener("visibilitychange", onVisible);
   };
 }
 

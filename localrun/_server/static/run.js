@@ -29,6 +29,7 @@ const SECTIONS = [
   ["console", "Console"],
 ];
 const CONSOLE_TAIL = 1 << 20;
+const SYSTEM_OPEN = "localrun.system.open"; // localStorage: the system charts are shown
 
 // A key/value table (config or summary) with a filter box that survives live refreshes.
 class KeyValues {
@@ -245,7 +246,9 @@ export function renderRun(main, path, params) {
   const metrics = section("metrics", "Metrics", metricsBox);
   const systemBox = el("div", { class: "charts" });
   const systemNote = el("p", { class: "muted" }, "No system metrics recorded.");
+  const systemToggle = el("button", { type: "button", id: "system-toggle", hidden: true, "aria-expanded": "false", "aria-controls": "system" });
   const system = section("system", "System", systemNote, systemBox);
+  system.firstChild.append(systemToggle);
   // media
   const mediaBox = el("div");
   const media = section("media", "Media", mediaBox);
@@ -371,13 +374,29 @@ export function renderRun(main, path, params) {
   }
   consoleSelect.addEventListener("change", () => run && drawConsole(run, true).catch(showError));
 
+  // System charts (CPU, memory, disk, network: often ten of them) are drawn once the reader
+  // opens the section; the choice is remembered across runs.
+  let systemOpen = localStorage.getItem(SYSTEM_OPEN) === "1";
   async function startSystem(r) {
     const keys = r.system_keys || [];
     systemNote.hidden = keys.length > 0;
-    if (!keys.length || systemCharts) return;
+    systemToggle.hidden = !keys.length;
+    systemToggle.textContent = systemOpen ? "hide" : `show ${keys.length} charts`;
+    systemToggle.setAttribute("aria-expanded", String(systemOpen));
+    if (!keys.length || !systemOpen || systemCharts) return;
     systemCharts = new MetricCharts(systemBox, { runs: [path], stream: "system" });
     await startCharts(systemCharts, systemBox);
   }
+  systemToggle.addEventListener("click", () => {
+    systemOpen = !systemOpen;
+    localStorage.setItem(SYSTEM_OPEN, systemOpen ? "1" : "0");
+    if (!systemOpen && systemCharts) {
+      systemCharts.stop();
+      systemCharts = null;
+      fill(systemBox);
+    }
+    if (run) startSystem(run).catch(showError);
+  });
 
   async function tick() {
     const { data } = await getJSON(runApi(path));

@@ -33,6 +33,8 @@ const BASE = [
   ["notes", "Notes", false, false],
 ];
 // Text columns start ascending (a..z), numbers and times descending (newest, largest first).
+// Columns left out when no run of the page has a value for them (most roots use few of them).
+const OPTIONAL = new Set(["tags", "group", "notes"]);
 const ASC_FIRST = new Set(["name", "id", "state", "host"]);
 const DEFAULT_EXTRA = { config: 3, summary: 4 }; // columns shown until the user picks some
 
@@ -152,7 +154,7 @@ export function renderRuns(main, params) {
   );
 
   // --- table and pager ---------------------------------------------------------------------
-  const table = el("table", { id: "runs", class: "grid" });
+  const table = el("table", { id: "runs", class: "grid", "aria-describedby": "count" });
   const wrap = el("div", { class: "tablewrap" }, table);
   const prev = el("button", { id: "prev", type: "button", "aria-label": "Previous page" }, "‹ Prev");
   const next = el("button", { id: "next", type: "button", "aria-label": "Next page" }, "Next ›");
@@ -167,7 +169,11 @@ export function renderRuns(main, params) {
     if (resetPage) st.page = 1;
     history.replaceState(null, "", urlOf(st));
     lastKey = null; // redraw even when the answer is the same (a column was added)
-    load().catch(showError);
+    wrap.classList.add("loading");
+    load().catch((err) => {
+      wrap.classList.remove("loading");
+      showError(err);
+    });
   }
 
   async function load() {
@@ -340,7 +346,16 @@ export function renderRuns(main, params) {
     fill(chips, ...active);
   }
 
-  function header(cols, hasProblem) {
+  // The base columns shown for an answer: project only across projects, optional ones when used.
+  function baseColumns(runs) {
+    return BASE.filter(([key]) => {
+      if (key === "project") return !st.project;
+      if (!OPTIONAL.has(key)) return true;
+      return runs.some((r) => (Array.isArray(r[key]) ? r[key].length : r[key]));
+    });
+  }
+
+  function header(base, cols, hasProblem) {
     const all = el("input", { type: "checkbox", class: "select-all", "aria-label": "Select all runs on this page" });
     all.addEventListener("change", () => {
       for (const box of table.querySelectorAll("tbody input.select")) {
@@ -360,8 +375,7 @@ export function renderRuns(main, params) {
         extra,
       );
     };
-    for (const [key, label, canSort, numeric] of BASE) {
-      if (key === "project" && st.project) continue;
+    for (const [key, label, canSort, numeric] of base) {
       ths.push(canSort ? sortable(key, label, numeric) : el("th", { scope: "col" }, label));
     }
     for (const col of cols) {
@@ -382,7 +396,7 @@ export function renderRuns(main, params) {
     return el("span", { class: "filterable", title: `Show only ${text}`, onclick: apply }, text);
   }
 
-  function row(r, cols, hasProblem) {
+  function row(r, base, cols, hasProblem) {
     const path = r.path || `${r.project}/${r.id}`;
     const box = el("input", {
       type: "checkbox",
@@ -393,8 +407,7 @@ export function renderRuns(main, params) {
     });
     const cells = [el("td", {}, box)];
     const td = (col, attrs, ...kids) => el("td", { ...attrs, dataset: { col } }, ...kids);
-    for (const [key, , , numeric] of BASE) {
-      if (key === "project" && st.project) continue;
+    for (const [key, , , numeric] of base) {
       const num = numeric ? { class: "num" } : {};
       if (key === "state") cells.push(td("state", {}, badge(r.state)));
       else if (key === "name") {
@@ -424,6 +437,8 @@ export function renderRuns(main, params) {
         cells.push(td("host", {}, filterLink(r.host, () => ((st.host = r.host), changed()))));
       } else if (key === "notes") {
         cells.push(td("notes", { title: r.notes || "" }, r.notes || ""));
+      } else if (key === "last_step") {
+        cells.push(td(key, num, typeof r.last_step === "number" && r.last_step >= 0 ? String(r.last_step) : ""));
       } else cells.push(td(key, num, fmtValue(r[key])));
     }
     for (const col of cols) {
@@ -444,14 +459,16 @@ export function renderRuns(main, params) {
     const cols = effectiveCols(data);
     const runs = data.runs || [];
     const hasProblem = runs.some((r) => r.state === "damaged" || r.problem);
-    const body = el("tbody", {}, runs.map((r) => row(r, cols, hasProblem)));
+    const base = baseColumns(runs);
+    const body = el("tbody", {}, runs.map((r) => row(r, base, cols, hasProblem)));
     if (!runs.length) {
       const filtered = st.q || st.state || st.project || st.tag.length || st.group || st.host || st.where.length;
-      const span = BASE.length + cols.length + 1;
+      const span = base.length + cols.length + 1;
       body.append(el("tr", {}, el("td", { colspan: span, class: "empty" },
         filtered ? "No runs match these filters." : "No runs in this root yet: start one with localrun.init().")));
     }
-    fill(table, header(cols, hasProblem), body);
+    fill(table, header(base, cols, hasProblem), body);
+    wrap.classList.remove("loading");
     const total = data.total ?? runs.length;
     const offset = data.offset ?? (st.page - 1) * st.limit;
     count.textContent = total
