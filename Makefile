@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-frameworks test-stress test-sync-stress test-install test-servers test-nfs test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
+.PHONY: demo ui ui-check test test-frameworks test-stress test-sync-stress test-install test-servers test-nfs test-browser test-mlflow mlflow-venv lint bench bench-callgrind bench-mlflow dist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,10 +19,31 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/localrun demo
 
+# The dashboard's uPlot (ui/package.json pins it, ui/package-lock.json holds its integrity hash),
+# fetched from the npm registry by npm ci and copied with its LICENSE into the package, where it is
+# committed: installing localrun needs no npm and the dashboard loads nothing from a CDN.
+# ui-check (run by .ci/run) rebuilds in a temp dir and fails if the committed files differ.
+UI_VENDOR := localrun/_server/static/vendor
+UI_FILES := dist/uPlot.iife.min.js dist/uPlot.min.css LICENSE
+
+ui:
+	cd ui && npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p $(UI_VENDOR)
+	for f in $(UI_FILES); do cp ui/node_modules/uplot/$$f $(UI_VENDOR)/; done
+
+ui-check:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	cp ui/package.json ui/package-lock.json "$$tmp"/ && \
+	(cd "$$tmp" && npm ci --ignore-scripts --no-audit --no-fund) && \
+	mkdir "$$tmp/vendor" && \
+	for f in $(UI_FILES); do cp "$$tmp/node_modules/uplot/$$f" "$$tmp/vendor/"; done && \
+	diff -r "$$tmp/vendor" $(UI_VENDOR) && \
+	echo "ui-check: $(UI_VENDOR) is what ui/package-lock.json pins"
+
 # The suite people run: about 5 minutes on 2 cores. The slow suites below have targets of their own,
 # and .ci/run runs every one of them.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not server and not frameworks" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not server and not frameworks and not browser" tests
 
 # Lightning, Transformers and Accelerate training loops, SIGKILLed and resumed (several minutes).
 test-frameworks: $(STAMP)
@@ -45,6 +66,13 @@ test-install: $(STAMP)
 # venv; run it once, as root).
 test-servers: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "swift or server" tests
+
+# The dashboard's pages in Debian's headless Chromium driven by playwright (a few minutes;
+# one worker: two Chromiums on 2 cores only trade waiting for CPU);
+# .ci/install-browser installs the chromium package (as root; idempotent and quiet).
+test-browser: $(STAMP)
+	bash .ci/install-browser
+	$(BIN)/python -m pytest -q -m browser tests/ui
 
 lint: $(STAMP)
 	$(BIN)/ruff check localrun tests $(wildcard benchmarks examples)
@@ -96,4 +124,4 @@ dist: $(BIN)/python
 	$(BIN)/pip wheel -q --no-deps -w dist .
 
 clean:
-	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not server and not frameworks" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not server and not frameworks and not browser" tests

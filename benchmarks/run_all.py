@@ -2,7 +2,9 @@
 
 Run: make bench. Each script still prints its own table as it goes (with its baseline measured
 in the same run); this collects their rows (``LOCALRUN_BENCH_OUT``) and prints them together.
-Scripts whose tools are missing (valgrind, the peers' venv) say so in their row.
+Scripts whose tools are missing (valgrind, the peers' venv) say so in their row. Every
+``bench_*.py`` runs, bench_ui.py too (the dashboard in Debian's headless chromium; install it
+once with .ci/install-browser, or that script fails saying so).
 """
 
 from __future__ import annotations

@@ -451,6 +451,15 @@ class StoredRun:
         return f"{self.project}/{self.id}"
 
     @property
+    def rev(self) -> int:
+        """The revision this snapshot is of (0 for a run of format 1, which keeps none): what
+        changes at every commit, so a cache of what was read from a run is keyed by it."""
+        rev = self._fields.get("rev")
+        if isinstance(rev, int):
+            return rev
+        return self._rev or 0
+
+    @property
     def summary(self) -> dict[str, Any]:
         return {k: mf.decode_value(v) for k, v in (self._m.get("summary") or {}).items()}
 
@@ -458,16 +467,7 @@ class StoredRun:
     def state(self) -> str:
         """The stored state, except that a "running" run whose owner is provably dead on this
         host shows as "crashed" (it is recorded so at the next resume or repair)."""
-        state = str(self._fields.get("state", "running"))
-        owner: Owner | None = self._fields.get("owner")
-        if (
-            state == "running"
-            and is_valid(owner)
-            and isinstance(owner, dict)
-            and provably_dead(owner)
-        ):
-            return "crashed"
-        return state
+        return shown_state(str(self._fields.get("state", "running")), self._fields.get("owner"))
 
     @property
     def host(self) -> str | None:
@@ -618,6 +618,26 @@ class StoredRun:
             table = table.sort_by(order).drop_columns(["_seq"])
         return _convert(table, format)
 
+    def attempt_starts(self) -> dict[int, int]:
+        """The first visible step of each attempt that logged a visible row: where a chart
+        draws its resume markers. Rows hidden by rewinds do not count, and an attempt whose rows
+        are all hidden is left out. Reads only the step and origin columns."""
+        schema = arrow_schema({}).insert(1, pa.field("_attempt", pa.int64()))
+        try:
+            tables = [
+                self._read_segment(seg, bound, schema, False)
+                for seg, bound in self._segments(False)
+            ]
+        except _SegmentGone:
+            self.refresh()
+            return self.attempt_starts()
+        if not tables:
+            return {}
+        firsts = pa.concat_tables(tables).group_by("_attempt").aggregate([("_step", "min")])
+        return dict(
+            zip(firsts["_attempt"].to_pylist(), firsts["_step_min"].to_pylist(), strict=True)
+        )
+
     def _system_history(self, keys: Sequence[str] | None) -> pa.Table:
         """The system samples (docs/system.md): ``_timestamp``, ``_runtime``, ``_attempt`` and
         the sampled keys, in time order."""
@@ -765,6 +785,15 @@ class StoredRun:
 
     def __repr__(self) -> str:
         return f"<localrun.StoredRun {self.path} state={self.state} last_step={self.last_step}>"
+
+
+def shown_state(state: str, owner: Owner | None) -> str:
+    """A run's state as readers show it: the stored one, except that "running" with an owner
+    provably dead on this host is "crashed" (it is recorded so at the next resume or repair).
+    Apart from :attr:`StoredRun.state` for caches that keep the fields, not the run."""
+    if state == "running" and is_valid(owner) and isinstance(owner, dict) and provably_dead(owner):
+        return "crashed"
+    return state
 
 
 def console_header(a: Attempt) -> str:

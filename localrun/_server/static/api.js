@@ -27,6 +27,9 @@ export function withParams(path, params = {}) {
 }
 
 // GET JSON: {data, changed}. changed is false when the server answered 304 (same revision).
+// The cache is shared by every caller of a URL (the run page and its charts both poll the run):
+// a caller that must know whether *it* has seen an answer compares `data` with the object it
+// drew last (a 304 returns the cached object itself).
 export async function getJSON(path, params = {}) {
   const url = withParams(path, params);
   const hit = cache.get(url);
@@ -61,24 +64,59 @@ export async function getText(path, params = {}) {
   return res.text();
 }
 
+// GET text with the response's headers (the console's whole size is a header).
+export async function getTextResponse(path, params = {}) {
+  const res = await fetch(withParams(path, params), { credentials: "same-origin" });
+  if (!res.ok) {
+    let message = `${res.status} ${res.statusText}`;
+    try {
+      message = JSON.parse(await res.text()).error || message;
+    } catch (_) {
+      /* not JSON: keep the status line */
+    }
+    throw new ApiError(res.status, message);
+  }
+  return { text: await res.text(), headers: res.headers };
+}
+
 // Call fn now and then every POLL_MS until the returned stop() is called; a failing call is
-// shown (showError) and retried at the next tick, so a server restart heals the page.
+// shown (showError) and retried at the next tick, so a server restart heals the page. A tab in
+// the background does not poll (a dashboard left open all day costs the server nothing); it
+// catches up at once when it is shown again. One call at a time: a slow answer delays the next.
 export function poll(fn, ms = POLL_MS) {
   let stopped = false;
   let timer = null;
+  let running = false;
+  let first = true;
   const tick = async () => {
-    if (stopped) return;
+    timer = null;
+    if (stopped || running) return;
+    if (document.hidden && !first) {
+      timer = setTimeout(tick, ms);
+      return;
+    }
+    first = false;
+    running = true;
     try {
       await fn();
     } catch (err) {
       showError(err);
+    } finally {
+      running = false;
     }
-    if (!stopped) timer = setTimeout(tick, ms);
+    if (!stopped && timer === null) timer = setTimeout(tick, ms);
   };
+  const onVisible = () => {
+    if (document.hidden || running || stopped) return;
+    clearTimeout(timer);
+    tick();
+  };
+  document.addEventListener("visibilitychange", onVisible);
   tick();
   return () => {
     stopped = true;
     clearTimeout(timer);
+    document.removeEventListener("visibilitychange", onVisible);
   };
 }
 

@@ -18,6 +18,7 @@ function route() {
   if (stopPage) stopPage();
   stopPage = null;
   showError(null);
+  delete document.body.dataset.ready; // set again when the new page's first data is drawn
   main.replaceChildren();
   const params = new URLSearchParams(location.search);
   const path = location.pathname;

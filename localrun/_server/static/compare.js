@@ -1,5 +1,138 @@
-// Placeholder until this page is built (issue 12): shows which page was asked for.
-export function renderCompare(main) {
-  main.textContent = "compare page";
-  return () => {};
+// The compare page: /compare?run=p/a&run=p/b. A legend of the runs (one colour each, the colour
+// of their curves), then one chart per metric over all of them (chart.js). The chart settings
+// (x axis, smoothing, log scale, grouping, band, metric filter) live in the URL next to the runs,
+// so a comparison can be bookmarked and sent to a colleague as it looks.
+import { runPage, withParams } from "./api.js";
+import { colorFor, MetricCharts } from "./chart.js";
+
+// URL parameter <-> MetricCharts setting
+const PARAMS = { x: "x", smoothing: "smoothing", log: "log", group: "group", band: "band", search: "metric" };
+
+function settingsFrom(params) {
+  const s = {};
+  for (const [setting, name] of Object.entries(PARAMS)) {
+    const v = params.get(name);
+    if (v !== null && v !== "") s[setting] = v;
+  }
+  if ("log" in s) s.log = s.log === "1" || s.log === "true";
+  if ("smoothing" in s) s.smoothing = Number(s.smoothing);
+  return s;
+}
+
+/** The page's URL: the runs, then the settings that differ from the defaults. */
+function compareUrl(runs, settings) {
+  const q = { run: runs };
+  if (settings) {
+    if (settings.x && settings.x !== "step") q.x = settings.x;
+    if (settings.smoothing > 0) q.smoothing = settings.smoothing;
+    if (settings.log) q.log = "1";
+    if (settings.group && settings.group !== "none") q.group = settings.group;
+    if (settings.band && settings.band !== "minmax") q.band = settings.band;
+    if (settings.search) q.metric = settings.search;
+  }
+  return withParams("/compare", q);
+}
+
+function legendItem(path, i, runs, params) {
+  const li = document.createElement("li");
+  li.dataset.run = path;
+  const swatch = document.createElement("span");
+  swatch.className = "swatch";
+  swatch.style.background = colorFor(i);
+  const link = document.createElement("a");
+  link.href = runPage(path);
+  link.dataset.nav = "";
+  link.textContent = path;
+  const state = document.createElement("span");
+  state.className = "state";
+  li.append(swatch, link, state);
+  if (runs.length > 1) {
+    const remove = document.createElement("a");
+    remove.className = "remove";
+    remove.title = "remove from the comparison";
+    remove.textContent = "×";
+    remove.dataset.nav = "";
+    remove.href = compareUrl(
+      runs.filter((r) => r !== path),
+      settingsFrom(params),
+    );
+    li.append(remove);
+  }
+  return li;
+}
+
+const STYLE = `
+ul#compare-legend { list-style: none; display: flex; flex-wrap: wrap; gap: 0.3em 1.2em; padding: 0; margin: 0.4em 0; }
+ul#compare-legend li { display: inline-flex; align-items: center; gap: 0.35em; }
+ul#compare-legend .swatch { width: 14px; height: 4px; border-radius: 2px; display: inline-block; }
+ul#compare-legend .state { color: #6b7385; font-size: 12px; }
+ul#compare-legend .remove { color: #6b7385; text-decoration: none; }
+`;
+
+export function renderCompare(main, params) {
+  delete document.body.dataset.ready;
+  // each run once, in the order given
+  const runs = [...new Set(params.getAll("run").filter(Boolean))];
+  const h2 = document.createElement("h2");
+  main.append(h2);
+  if (runs.length === 0) {
+    h2.textContent = "Compare runs";
+    const p = document.createElement("p");
+    p.innerHTML = 'Pick runs on the <a href="/" data-nav>runs page</a> and press Compare.';
+    main.append(p);
+    document.body.dataset.ready = "1";
+    return () => {};
+  }
+  h2.textContent = `Compare ${runs.length} run${runs.length === 1 ? "" : "s"}`;
+  if (!document.getElementById("lr-compare-style")) {
+    const style = document.createElement("style");
+    style.id = "lr-compare-style";
+    style.textContent = STYLE;
+    document.head.append(style);
+  }
+  const legend = document.createElement("ul");
+  legend.id = "compare-legend";
+  legend.append(...runs.map((path, i) => legendItem(path, i, runs, params)));
+  const section = document.createElement("section");
+  section.id = "metrics";
+  main.append(legend, section);
+
+  const charts = new MetricCharts(section, {
+    runs,
+    stream: "history",
+    groupable: true,
+    colors: runs.map((_, i) => colorFor(i)),
+    settings: settingsFrom(params),
+    onSettings: (s) => history.replaceState(null, "", compareUrl(runs, s)),
+    // grouped, a run's swatch takes its group's colour (the colour of the curve it is in)
+    onGroups: (groups) => {
+      for (const [i, li] of [...legend.children].entries()) {
+        const g = groups.find((one) => one.runs.includes(li.dataset.run));
+        li.querySelector(".swatch").style.background = g ? g.color : colorFor(i);
+        li.title = g ? `in group ${g.label}` : "";
+        if (g) li.dataset.group = g.label;
+        else delete li.dataset.group;
+      }
+    },
+  });
+  let stopped = false;
+  charts.start().then(() => {
+    if (stopped) return;
+    // names and states are known once the runs were read
+    for (const li of legend.children) {
+      const info = charts.info.get(li.dataset.run);
+      if (!info) continue;
+      li.querySelector("a").textContent = info.name && info.name !== info.id
+        ? `${info.name} (${li.dataset.run})`
+        : li.dataset.run;
+      li.querySelector(".state").textContent = info.state || "";
+      li.dataset.state = info.state || "";
+    }
+    document.body.dataset.ready = "1";
+    performance.mark("localrun:drawn");
+  });
+  return () => {
+    stopped = true;
+    charts.stop();
+  };
 }

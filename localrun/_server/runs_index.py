@@ -1,0 +1,499 @@
+"""The runs page's data: every run of a root as a typed record, cached by revision.
+
+Listing 10,000 runs is cheap (``Api.runs_and_damaged`` reads each project's listing index),
+but a run's config, summary, tags and notes live in its revision, one JSON file a run: reading
+them all at every poll of the runs page would cost seconds. So :class:`RunsIndex` keeps what it
+read per run, keyed by the run's revision (and creation time: a folder made anew is another
+run), and re-reads only runs whose revision changed. Fields that change without a commit (a
+"running" run whose owner died shows as "crashed") come from the listing at every request.
+
+Filters, sorting and paging work on :class:`RunRecord` values, so a typo in a field name is a
+type error, not a silently empty column.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from .. import Api
+from .._query import StoredRun, shown_state
+from .._store import listing
+from .._store.records import Owner
+from ..errors import (
+    CorruptRunError,
+    FormatVersionError,
+    LocalrunError,
+    RunNotFoundError,
+    UsageError,
+)
+
+Scalar: TypeAlias = str | int | float | bool | None
+STATES = ("running", "finished", "failed", "crashed", "preempted", "damaged")
+SORTS = ("created", "updated", "id", "name", "state", "last_step", "attempts", "host")
+OPS = ("<=", ">=", "!=", "=", "<", ">", "~")  # longest first: "<=" is not "<" then "=value"
+_WHERE = re.compile(r"^(config|summary)\.([^<>=!~]+)(<=|>=|!=|=|<|>|~)(.*)$", re.DOTALL)
+NOTES_CHARS = 200
+BULK = 50  # runs of a project new to the index from which it is read through its listing
+# A run folder that cannot be read for these reasons is listed as damaged (as Api.runs does).
+_UNREADABLE = (RunNotFoundError, CorruptRunError, FormatVersionError)
+MAX_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Details:
+    """What is read from a run's revision (cached until the revision changes)."""
+
+    name: str
+    tags: tuple[str, ...]
+    group: str | None
+    job_type: str | None
+    notes: str
+    host: str | None
+    config: dict[str, Scalar]
+    summary: dict[str, Scalar]
+    haystack: str  # lower-cased text the search box matches
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of the runs page (a damaged run: ``state == "damaged"`` and its ``problem``)."""
+
+    project: str
+    id: str
+    state: str
+    created: float | None = None
+    updated: float | None = None
+    last_step: int | None = None
+    attempts: int = 0
+    rev: int | None = None
+    details: Details | None = None
+    problem: str | None = None
+
+    @property
+    def path(self) -> str:
+        return f"{self.project}/{self.id}"
+
+    @property
+    def name(self) -> str:
+        return self.details.name if self.details else self.id
+
+    @property
+    def host(self) -> str | None:
+        return self.details.host if self.details else None
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.details.tags if self.details else ()
+
+    @property
+    def group(self) -> str | None:
+        return self.details.group if self.details else None
+
+    def value(self, dotted: str) -> Scalar:
+        """``config.X`` or ``summary.X`` (None when the run has no such key)."""
+        if self.details is None:
+            return None
+        section, _, key = dotted.partition(".")
+        values = self.details.config if section == "config" else self.details.summary
+        return values.get(key)
+
+    def as_json(self) -> dict[str, Any]:
+        """The row as the API answers it."""
+        out: dict[str, Any] = {
+            "path": self.path,
+            "project": self.project,
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "attempts": self.attempts,
+            "host": self.host,
+            "created": self.created,
+            "updated": self.updated,
+            "last_step": self.last_step,
+            "tags": list(self.tags),
+            "group": self.group,
+            "job_type": self.details.job_type if self.details else None,
+            "notes": self.details.notes if self.details else "",
+            "rev": self.rev,
+            "config": dict(self.details.config) if self.details else {},
+            "summary": dict(self.details.summary) if self.details else {},
+        }
+        if self.problem is not None:
+            out["problem"] = self.problem
+        return out
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One ``where``: ``config.lr>=0.01``; numbers compare as numbers, ``~`` is a substring."""
+
+    field: str  # "config.lr"
+    op: str
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        m = _WHERE.match(text)
+        if m is None:
+            raise UsageError(
+                f"where={text!r} is not like 'config.lr>=0.01' or 'summary.loss<0.5': "
+                f"config. or summary., a key, one of {' '.join(OPS)}, a value"
+            )
+        return cls(f"{m.group(1)}.{m.group(2)}", m.group(3), m.group(4))
+
+    def holds(self, record: RunRecord) -> bool:
+        value = record.value(self.field)
+        if value is None:
+            return False  # a run without the key matches no condition on it
+        if self.op == "~":
+            return self.text.lower() in _text(value).lower()
+        number = _number(self.text)
+        if number is not None and _is_number(value):
+            return _compare(float(value), number, self.op)
+        if self.op in ("=", "!="):
+            return (_text(value) == self.text) == (self.op == "=")
+        if isinstance(value, str):
+            return _compare(value, self.text, self.op)
+        return False
+
+
+@dataclass(frozen=True)
+class Query:
+    """The runs page's parameters, checked."""
+
+    project: str | None = None
+    q: str = ""
+    states: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    group: str | None = None
+    host: str | None = None
+    where: tuple[Condition, ...] = ()
+    sort: str = "created"
+    descending: bool = True
+    offset: int = 0
+    limit: int = 100
+
+    def matches(self, r: RunRecord) -> bool:
+        if self.project is not None and r.project != self.project:
+            return False
+        if self.states and r.state not in self.states:
+            return False
+        if self.tags and not set(self.tags) <= set(r.tags):
+            return False
+        if self.group is not None and r.group != self.group:
+            return False
+        if self.host is not None and r.host != self.host:
+            return False
+        if self.q and not _haystack(r).count(self.q.lower()):
+            return False
+        return all(c.holds(r) for c in self.where)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of matching runs, and what the page's controls offer."""
+
+    total: int
+    offset: int
+    limit: int
+    projects: list[str]
+    config_columns: list[str]
+    summary_columns: list[str]
+    runs: list[RunRecord]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "offset": self.offset,
+            "limit": self.limit,
+            "projects": self.projects,
+            "columns": {"config": self.config_columns, "summary": self.summary_columns},
+            "runs": [r.as_json() for r in self.runs],
+        }
+
+
+@dataclass
+class _Entry:
+    """What the index keeps of one run: the revision it read and that file's identity (to
+    prove it is still the newest with two lookups), the listed fields, and the record built."""
+
+    rev: int
+    identity: tuple[int, int, int] | None  # None: a run without log/ (format 1), re-read
+    stored_state: str
+    owner: Owner | None
+    record: RunRecord
+
+
+@dataclass
+class RunsIndex:
+    """Every run of ``api``'s root, re-reading only runs whose revision changed.
+
+    A request lists the project folders and, per run, checks that the revision it read is
+    still the newest (``listing.still_newest``: the listing index's own proof, two lookups and
+    no read). Only runs that fail it are read again, through ``StoredRun``. The page of a
+    query is kept until a run changes (``generation``), so a poll of an idle root costs the
+    checks alone.
+    """
+
+    api: Api
+    reads: int = 0  # runs read (the tests check the cache works by this)
+    generation: int = 0  # bumped whenever a record changes
+    _cache: dict[str, _Entry] = field(default_factory=dict)
+    _damaged: dict[str, tuple[str, RunRecord | None]] = field(default_factory=dict)
+    _pages: dict[Query, tuple[int, Page]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def records(self) -> tuple[list[str], list[RunRecord]]:
+        """The root's projects and every run (damaged ones included)."""
+        with self._lock:
+            return self._records()
+
+    def _records(self) -> tuple[list[str], list[RunRecord]]:
+        projects = self.api.projects()
+        fresh: dict[str, _Entry] = {}
+        damaged: dict[str, tuple[str, RunRecord | None]] = {}
+        records: list[RunRecord] = []
+        changed = False
+        for project in projects:
+            base = os.fspath(self.api.root / project)
+            failed: dict[str, LocalrunError] = {}
+            stale: list[str] = []
+            for name in listing.run_names(base):
+                folder = f"{base}{os.sep}{name}"
+                entry = self._cache.get(folder)
+                if entry is None or not _unchanged(folder, entry):
+                    stale.append(folder)
+                    continue
+                changed = self._keep(folder, entry, fresh, records) or changed
+            listed = self._bulk(project) if len(stale) >= BULK else {}
+            for folder in stale:
+                if os.path.islink(folder):
+                    continue  # a link could lead anywhere: the run routes refuse it too
+                try:
+                    entry = self._entry(listed.get(folder) or StoredRun(Path(folder)))
+                except _UNREADABLE as exc:
+                    failed[folder] = exc
+                    continue
+                self._keep(folder, entry, fresh, records)
+                changed = True
+            if failed:
+                found, news = self._judge(project, failed)
+                damaged.update(found)
+                changed = changed or news
+                records += [r for _, r in found.values() if r is not None]
+        if changed or fresh.keys() != self._cache.keys() or damaged.keys() != self._damaged.keys():
+            self.generation += 1
+            self._pages.clear()
+        self._cache, self._damaged = fresh, damaged
+        return projects, records
+
+    @staticmethod
+    def _keep(folder: str, entry: _Entry, fresh: dict[str, _Entry], out: list[RunRecord]) -> bool:
+        """Take ``entry`` into this listing with its state as shown now (a "running" run whose
+        owner died shows as crashed without a commit); whether its record changed."""
+        state = shown_state(entry.stored_state, entry.owner)
+        moved = state != entry.record.state
+        if moved:
+            entry.record = replace(entry.record, state=state)
+        fresh[folder] = entry
+        out.append(entry.record)
+        return moved
+
+    def _bulk(self, project: str) -> dict[str, StoredRun]:
+        """When many runs of a project are new to the index (the first request), they are read
+        through the project's listing (``Api.runs_and_damaged``): its on-disk index knows each
+        run's newest revision, so only that one file is read per run, when first asked."""
+        runs, _ = self.api.runs_and_damaged(project)
+        return {os.fspath(run.dir): run for run in runs}
+
+    def _entry(self, run: StoredRun) -> _Entry:
+        """The index's entry of a run: its record, and how to tell it is still current."""
+        self.reads += 1
+        found = details(run)  # reads the revision (its config, summary, notes...)
+        m = run.manifest
+        record = RunRecord(
+            project=run.project,
+            id=run.id,
+            state=run.state,
+            created=run.created,
+            updated=run.updated,
+            last_step=run.last_step,
+            attempts=len(run.attempts),
+            rev=run.rev,
+            details=found,
+        )
+        identity = listing.revision_identity(os.fspath(run.dir), run.rev)
+        return _Entry(run.rev, identity, str(m.get("state", "running")), m.get("owner"), record)
+
+    def _judge(
+        self, project: str, failed: dict[str, LocalrunError]
+    ) -> tuple[dict[str, tuple[str, RunRecord | None]], bool]:
+        """The damaged runs among ``failed`` (unreadable folders) with the listing's problem
+        text; folders with nothing of a run in them are no runs (None). The problem is asked
+        of ``Api.damaged_runs`` only when a folder's error is new (a project walk)."""
+        found: dict[str, tuple[str, RunRecord | None]] = {}
+        for folder, exc in failed.items():
+            known = self._damaged.get(folder)
+            if known is not None and known[0] == str(exc):
+                found[folder] = known
+        if len(found) == len(failed):
+            return found, False
+        problems = {os.fspath(d.dir): d for d in self.api.damaged_runs(project) if d.dir}
+        for folder, exc in failed.items():
+            d = problems.get(folder)
+            record = RunRecord(d.project, d.id, "damaged", problem=d.problem) if d else None
+            found[folder] = (str(exc), record)
+        return found, True
+
+    def page(self, query: Query) -> Page:
+        """The runs ``query`` selects, sorted and paged."""
+        with self._lock:
+            projects, records = self._records()
+            kept = self._pages.get(query)
+            if kept is not None and kept[0] == self.generation:
+                return kept[1]
+        matching = [r for r in records if query.matches(r)]
+        ordered = sort_records(matching, query.sort, query.descending)
+        config, summary = columns(matching)
+        shown = ordered[query.offset : query.offset + query.limit]
+        found = Page(len(matching), query.offset, query.limit, projects, config, summary, shown)
+        with self._lock:
+            if len(self._pages) > 64:
+                self._pages.clear()
+            self._pages[query] = (self.generation, found)
+        return found
+
+
+def _unchanged(folder: str, entry: _Entry) -> bool:
+    return entry.identity is not None and listing.still_newest(folder, entry.rev, entry.identity)
+
+
+def details(run: StoredRun) -> Details:
+    """A run's details from its revision (the one slow step the cache saves)."""
+    notes = (run.notes or "").strip().split("\n", 1)[0][:NOTES_CHARS]
+    tags = tuple(str(t) for t in run.tags)
+    text = [run.id, run.name, run.project, run.group, run.job_type, run.host, notes, *tags]
+    return Details(
+        name=str(run.name),
+        tags=tags,
+        group=run.group,
+        job_type=run.job_type,
+        notes=notes,
+        host=run.host,
+        config=flatten(run.config),
+        summary=flatten(run.summary),
+        haystack="\n".join(str(t) for t in text if t).lower(),
+    )
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Scalar]:
+    """Nested keys dotted (``opt.name``), scalars only (lists and objects are not columns);
+    floats that JSON cannot carry become the strings ``"NaN"``, ``"Infinity"``."""
+    out: dict[str, Scalar] = {}
+    for k, v in values.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{name}."))
+        elif isinstance(v, float) and not math.isfinite(v):
+            out[name] = json_float(v)
+        elif v is None or isinstance(v, (str, int, float, bool)):
+            out[name] = v
+    return out
+
+
+def json_float(v: float) -> str:
+    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+
+
+def columns(records: Iterable[RunRecord]) -> tuple[list[str], list[str]]:
+    """The config and summary keys of ``records`` (the columns the page can add)."""
+    config: set[str] = set()
+    summary: set[str] = set()
+    for r in records:
+        if r.details is not None:
+            config.update(r.details.config)
+            summary.update(r.details.summary)
+    return sorted(config), sorted(summary)
+
+
+def sort_records(records: Sequence[RunRecord], sort: str, descending: bool) -> list[RunRecord]:
+    """By ``sort``; runs without a value come last whatever the order; ties by path."""
+    get = _sort_getter(sort)
+    present: list[tuple[tuple[int, Any], RunRecord]] = []
+    missing: list[RunRecord] = []
+    for r in sorted(records, key=lambda r: r.path):
+        v = get(r)
+        if v is None:
+            missing.append(r)
+        else:
+            present.append((_sort_key(v), r))
+    present.sort(key=lambda pair: pair[0], reverse=descending)
+    return [r for _, r in present] + missing
+
+
+def _sort_getter(sort: str) -> Callable[[RunRecord], Scalar]:
+    if sort.startswith(("config.", "summary.")):
+        return lambda r: r.value(sort)
+    getters: dict[str, Callable[[RunRecord], Scalar]] = {
+        "created": lambda r: r.created,
+        "updated": lambda r: r.updated,
+        "id": lambda r: r.id,
+        "name": lambda r: r.name,
+        "state": lambda r: r.state,
+        "last_step": lambda r: r.last_step,
+        "attempts": lambda r: r.attempts,
+        "host": lambda r: r.host,
+    }
+    if sort not in getters:
+        raise UsageError(f"sort={sort!r}: use one of {', '.join(SORTS)}, config.KEY or summary.KEY")
+    return getters[sort]
+
+
+def _sort_key(v: Scalar) -> tuple[int, Any]:
+    """Numbers before text: a column holding both still sorts (never a TypeError)."""
+    if _is_number(v):
+        return (0, float(v))  # type: ignore[arg-type]
+    return (1, _text(v).lower())
+
+
+def _haystack(r: RunRecord) -> str:
+    return r.details.haystack if r.details else f"{r.project}/{r.id}".lower()
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _text(v: Scalar) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "null" if v is None else str(v)
+
+
+def _compare(a: Any, b: Any, op: str) -> bool:
+    if op == "=":
+        return bool(a == b)
+    if op == "!=":
+        return bool(a != b)
+    if op == "<":
+        return bool(a < b)
+    if op == "<=":
+        return bool(a <= b)
+    if op == ">":
+        return bool(a > b)
+    return bool(a >= b)
