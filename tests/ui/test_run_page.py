@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import run_py
-from tests.ui.conftest import UiServer, child_code, make_run, start_ui, wait_ready
+from tests.ui.conftest import (
+    UiServer,
+    child_code,
+    make_run,
+    start_ui,
+    start_writer,
+    wait_ready,
+)
 
 STEP_CODE = """
 for step in range({start}, {stop}):
@@ -238,3 +245,36 @@ def test_system_charts_open_on_demand_and_stay_open(page: Any, ui: UiServer) -> 
     assert page.locator("section#system div.chart").count() == wanted  # remembered
     page.click("button#system-toggle")
     page.wait_for_function("() => !document.querySelector('section#system div.chart')")
+
+
+def console_at_end(page: Any) -> bool:
+    return bool(
+        page.eval_on_selector(
+            "pre#console-text", "p => p.scrollTop + p.clientHeight >= p.scrollHeight - 8"
+        )
+    )
+
+
+def test_console_follows_a_running_run_unless_scrolled_up(
+    ui_root: Path, page: Any, tmp_path: Path
+) -> None:
+    writer = start_writer(ui_root, tmp_path / "go", run_id="talks")
+    writer.advance(5)
+    server = start_ui(ui_root)
+    page.goto(server.page_url("/runs/p/talks"))
+    wait_ready(page)
+    page.wait_for_function(
+        "() => document.querySelector('pre#console-text').textContent.includes('committed 5')"
+    )
+    writer.advance(80)  # far more lines than the console box shows
+    page.wait_for_function(
+        "() => document.querySelector('pre#console-text').textContent.includes('committed 85')"
+    )
+    assert console_at_end(page)  # followed the end
+    page.eval_on_selector("pre#console-text", "p => { p.scrollTop = 0; }")
+    writer.advance(5)
+    page.wait_for_function(
+        "() => document.querySelector('pre#console-text').textContent.includes('committed 90')"
+    )
+    assert page.eval_on_selector("pre#console-text", "p => p.scrollTop") == 0  # left to read
+    writer.finish()
