@@ -467,16 +467,7 @@ class StoredRun:
     def state(self) -> str:
         """The stored state, except that a "running" run whose owner is provably dead on this
         host shows as "crashed" (it is recorded so at the next resume or repair)."""
-        state = str(self._fields.get("state", "running"))
-        owner: Owner | None = self._fields.get("owner")
-        if (
-            state == "running"
-            and is_valid(owner)
-            and isinstance(owner, dict)
-            and provably_dead(owner)
-        ):
-            return "crashed"
-        return state
+        return shown_state(str(self._fields.get("state", "running")), self._fields.get("owner"))
 
     @property
     def host(self) -> str | None:
@@ -772,6 +763,15 @@ class StoredRun:
 
     def __repr__(self) -> str:
         return f"<localrun.StoredRun {self.path} state={self.state} last_step={self.last_step}>"
+
+
+def shown_state(state: str, owner: Owner | None) -> str:
+    """A run's state as readers show it: the stored one, except that "running" with an owner
+    provably dead on this host is "crashed" (it is recorded so at the next resume or repair).
+    Apart from :attr:`StoredRun.state` for caches that keep the fields, not the run."""
+    if state == "running" and is_valid(owner) and isinstance(owner, dict) and provably_dead(owner):
+        return "crashed"
+    return state
 
 
 def console_header(a: Attempt) -> str:

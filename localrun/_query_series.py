@@ -210,11 +210,15 @@ def run_series(
 
 
 def _history_keys(run: StoredRun, keys: Sequence[str] | None) -> list[str]:
+    """The keys to draw: every number key by default. A running run may not have committed a
+    key a chart asks for yet: it reads as an empty series until then (not a refusal)."""
     numbers = number_keys(run)
     if keys is None or not keys:
         return numbers
+    kinds: dict[str, str] = run.manifest.get("schema") or {}
+    running = run.manifest.get("state") == "running"
     for k in keys:
-        if k not in numbers:
+        if k not in numbers and not (running and k not in kinds):
             raise UsageError(
                 f"key={k!r} is not a number key of run {run.path}; its number keys: "
                 f"{', '.join(numbers) or 'none'}"

@@ -120,8 +120,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # the receiving side of sync: an object store of a root, checked with the store's own rules
     # downsampling for charts, where the rows are read (pure pyarrow)
     "localrun._query_series": ("localrun._query", "localrun.errors"),
-    "localrun._server": ("localrun._store", "localrun.errors", "localrun", "localrun._query_series",
-                         "localrun.media"),
+    "localrun._server": ("localrun._store", "localrun.errors", "localrun", "localrun._query",
+                         "localrun._query_series", "localrun.media"),
     "localrun._cli": ("localrun", "localrun._sync", "localrun._server"),  # sync and server
     "localrun._demo": ("localrun",),
     # the public API, and _settings for LOCALRUN_RUN_ID/PROJECT before a run exists (a logger's

@@ -712,8 +712,9 @@ def test_the_real_files_are_still_served(hostile: Client) -> None:
     """The refusals above are about the addresses, not a broken root."""
     status, body = raw_get(hostile.app, b"/api/v1/runs/m/r/files/model.pt")
     assert status == 200 and body == b"weights of step 1"
-    listed = {r["path"] for r in hostile.json("/api/v1/runs")["runs"]}
-    assert "m/r" in listed and "m/swapped" in listed
+    listed = [r["path"] for r in hostile.json("/api/v1/runs")["runs"]]
+    # the symbolically linked run folder (a copy of m/r outside the root) is not listed
+    assert sorted(listed) == ["m/r", "m/swapped"]
 
 
 # -- damaged runs ----------------------------------------------------------------------------
@@ -759,3 +760,103 @@ def test_damaged_runs_are_listed_and_never_break_the_list(tmp_path: Path) -> Non
 def test_unknown_api_address_is_a_json_404(client: Client) -> None:
     r = client.get("/api/v1/nothing/here")
     assert r.status_code == 404 and "/api/v1/runs" in r.json()["error"]
+
+
+# -- live runs, crashed runs, many runs, system metrics ---------------------------------------
+
+
+def test_a_live_run_changes_its_etag_and_grows(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    run = localrun.init(project="live", id="r", dir=root, console=False, system_metrics=False)
+    for _ in range(5):
+        run.log({"loss": 1.0})
+    run.flush()
+    client = Client(root)
+    url = "/api/v1/runs/live/r/series"
+    first = client.get(url, params={"key": ["loss", "later"]})
+    series = {s["key"]: s for s in first.json()["series"]}
+    assert series["loss"]["count"] == 5 and series["later"]["count"] == 0  # not committed yet
+    detail = client.get("/api/v1/runs/live/r")
+    assert detail.json()["state"] == "running"
+    for _ in range(5):
+        run.log({"loss": 2.0, "later": 3.0})
+    run.flush()
+    tag = {"If-None-Match": first.headers["etag"]}
+    second = client.get(url, params={"key": ["loss", "later"]}, headers=tag)
+    assert second.status_code == 200 and second.headers["etag"] != first.headers["etag"]
+    series = {s["key"]: s for s in second.json()["series"]}
+    assert series["loss"]["count"] == 10 and series["later"]["y"] == [3.0] * 5
+    assert (
+        client.get(
+            "/api/v1/runs/live/r", headers={"If-None-Match": detail.headers["etag"]}
+        ).status_code
+        == 200
+    )
+    run.finish()
+    assert client.json("/api/v1/runs")["runs"][0]["state"] == "finished"
+
+
+def test_a_killed_run_shows_crashed_without_a_commit(tmp_path: Path) -> None:
+    """Its revision still says running; its owner is provably dead on this host."""
+    root = tmp_path / "runs"
+    killed = run_py(FIRST_ATTEMPT, root)
+    assert killed.returncode == -signal.SIGKILL
+    client = Client(root)
+    (row,) = client.json("/api/v1/runs")["runs"]
+    assert row["state"] == "crashed" and row["attempts"] == 1
+    assert [r["id"] for r in client.json("/api/v1/runs", params={"state": "crashed"})["runs"]] == [
+        "resumed"
+    ]
+    assert client.json("/api/v1/runs/p/resumed")["state"] == "crashed"
+    assert (
+        client.json("/api/v1/runs/p/resumed/series", params={"key": "loss"})["series"][0]["count"]
+        == 10
+    )
+
+
+def test_a_project_of_many_runs_is_read_once(tmp_path: Path) -> None:
+    """More than runs_index.BULK new runs in a project: read through its listing, once."""
+    import shutil
+
+    from localrun._server.runs_index import BULK
+
+    root = tmp_path / "runs"
+    with localrun.init(
+        project="many", id="r000", dir=root, config={"seed": 0}, console=False, system_metrics=False
+    ) as run:
+        run.log({"loss": 1.0})
+    n = BULK + 10
+    for i in range(1, n):
+        shutil.copytree(root / "many" / "r000", root / "many" / f"r{i:03d}")
+        _retarget(root / "many" / f"r{i:03d}")
+    client = Client(root)
+    index = _index(client)
+    page = client.json("/api/v1/runs", params={"limit": 1000, "sort": "id", "order": "asc"})
+    assert page["total"] == n and [r["id"] for r in page["runs"]] == [f"r{i:03d}" for i in range(n)]
+    assert index.reads == n
+    client.json("/api/v1/runs", params={"where": "config.seed=0"})
+    assert index.reads == n
+    shutil.rmtree(root / "many" / "r005")
+    assert client.json("/api/v1/runs")["total"] == n - 1 and index.reads == n
+
+
+def test_system_series_by_time(tmp_path: Path) -> None:
+    import time
+
+    root = tmp_path / "runs"
+    with localrun.init(project="s", id="r", dir=root, console=False, system_metrics=0.05) as run:
+        for step in range(5):
+            run.log({"loss": float(step)})
+            time.sleep(0.05)
+    client = Client(root)
+    keys = client.json("/api/v1/runs/s/r")["system_keys"]
+    assert "memory/process_rss_mb" in keys
+    s = client.json(
+        "/api/v1/runs/s/r/series",
+        params={"stream": "system", "x": "time", "key": "memory/process_rss_mb"},
+    )
+    (rss,) = s["series"]
+    assert rss["count"] >= 1 and all(v > 0 for v in rss["y"])
+    assert all(abs(x - time.time()) < 600 for x in rss["x"])  # epoch seconds
+    default = client.json("/api/v1/runs/s/r/series", params={"stream": "system", "x": "relative"})
+    assert {d["key"] for d in default["series"]} == set(keys)

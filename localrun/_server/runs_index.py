@@ -14,14 +14,25 @@ type error, not a silently empty column.
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeAlias
 
 from .. import Api
-from ..errors import UsageError
+from .._query import StoredRun, shown_state
+from .._store import listing
+from .._store.records import Owner
+from ..errors import (
+    CorruptRunError,
+    FormatVersionError,
+    LocalrunError,
+    RunNotFoundError,
+    UsageError,
+)
 
 Scalar: TypeAlias = str | int | float | bool | None
 STATES = ("running", "finished", "failed", "crashed", "preempted", "damaged")
@@ -29,6 +40,9 @@ SORTS = ("created", "updated", "id", "name", "state", "last_step", "attempts", "
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")  # longest first: "<=" is not "<" then "=value"
 _WHERE = re.compile(r"^(config|summary)\.([^<>=!~]+)(<=|>=|!=|=|<|>|~)(.*)$", re.DOTALL)
 NOTES_CHARS = 200
+BULK = 50  # runs of a project new to the index from which it is read through its listing
+# A run folder that cannot be read for these reasons is listed as damaged (as Api.runs does).
+_UNREADABLE = (RunNotFoundError, CorruptRunError, FormatVersionError)
 MAX_LIMIT = 1000
 
 
@@ -206,70 +220,177 @@ class Page:
 
 
 @dataclass
+class _Entry:
+    """What the index keeps of one run: the revision it read and that file's identity (to
+    prove it is still the newest with two lookups), the listed fields, and the record built."""
+
+    rev: int
+    identity: tuple[int, int, int] | None  # None: a run without log/ (format 1), re-read
+    stored_state: str
+    owner: Owner | None
+    record: RunRecord
+
+
+@dataclass
 class RunsIndex:
-    """Every run of ``api``'s root, re-reading only runs whose revision changed."""
+    """Every run of ``api``'s root, re-reading only runs whose revision changed.
+
+    A request lists the project folders and, per run, checks that the revision it read is
+    still the newest (``listing.still_newest``: the listing index's own proof, two lookups and
+    no read). Only runs that fail it are read again, through ``StoredRun``. The page of a
+    query is kept until a run changes (``generation``), so a poll of an idle root costs the
+    checks alone.
+    """
 
     api: Api
-    _cache: dict[str, tuple[tuple[int, float], Details]] = field(default_factory=dict)
+    reads: int = 0  # runs read (the tests check the cache works by this)
+    generation: int = 0  # bumped whenever a record changes
+    _cache: dict[str, _Entry] = field(default_factory=dict)
+    _damaged: dict[str, tuple[str, RunRecord | None]] = field(default_factory=dict)
+    _pages: dict[Query, tuple[int, Page]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    reads: int = 0  # revisions read (the tests check the cache works by this)
 
     def records(self) -> tuple[list[str], list[RunRecord]]:
-        """The root's projects and every run (damaged ones included), oldest first."""
+        """The root's projects and every run (damaged ones included)."""
         with self._lock:
-            runs, damaged = self.api.runs_and_damaged()
-            projects = self.api.projects()
-            seen: dict[str, tuple[tuple[int, float], Details]] = {}
-            records = []
-            for run in runs:
-                key = (run.rev, run.created)
-                cached = self._cache.get(run.path)
-                if cached is None or cached[0] != key:
-                    cached = (key, self._read(run))
-                seen[run.path] = cached
-                records.append(
-                    RunRecord(
-                        project=run.project,
-                        id=run.id,
-                        state=run.state,
-                        created=run.created,
-                        updated=run.updated,
-                        last_step=run.last_step,
-                        attempts=len(run.attempts),
-                        rev=run.rev,
-                        details=cached[1],
-                    )
-                )
-            self._cache = seen  # runs that are gone leave the cache
-        records += [RunRecord(d.project, d.id, "damaged", problem=d.problem) for d in damaged]
+            return self._records()
+
+    def _records(self) -> tuple[list[str], list[RunRecord]]:
+        projects = self.api.projects()
+        fresh: dict[str, _Entry] = {}
+        damaged: dict[str, tuple[str, RunRecord | None]] = {}
+        records: list[RunRecord] = []
+        changed = False
+        for project in projects:
+            base = os.fspath(self.api.root / project)
+            failed: dict[str, LocalrunError] = {}
+            stale: list[str] = []
+            for name in listing.run_names(base):
+                folder = f"{base}{os.sep}{name}"
+                entry = self._cache.get(folder)
+                if entry is None or not _unchanged(folder, entry):
+                    stale.append(folder)
+                    continue
+                changed = self._keep(folder, entry, fresh, records) or changed
+            listed = self._bulk(project) if len(stale) >= BULK else {}
+            for folder in stale:
+                if os.path.islink(folder):
+                    continue  # a link could lead anywhere: the run routes refuse it too
+                try:
+                    entry = self._entry(listed.get(folder) or StoredRun(Path(folder)))
+                except _UNREADABLE as exc:
+                    failed[folder] = exc
+                    continue
+                self._keep(folder, entry, fresh, records)
+                changed = True
+            if failed:
+                found, news = self._judge(project, failed)
+                damaged.update(found)
+                changed = changed or news
+                records += [r for _, r in found.values() if r is not None]
+        if changed or fresh.keys() != self._cache.keys() or damaged.keys() != self._damaged.keys():
+            self.generation += 1
+            self._pages.clear()
+        self._cache, self._damaged = fresh, damaged
         return projects, records
 
-    def _read(self, run: Any) -> Details:
-        """A run's details from its revision (the one slow step the cache saves)."""
+    @staticmethod
+    def _keep(folder: str, entry: _Entry, fresh: dict[str, _Entry], out: list[RunRecord]) -> bool:
+        """Take ``entry`` into this listing with its state as shown now (a "running" run whose
+        owner died shows as crashed without a commit); whether its record changed."""
+        state = shown_state(entry.stored_state, entry.owner)
+        moved = state != entry.record.state
+        if moved:
+            entry.record = replace(entry.record, state=state)
+        fresh[folder] = entry
+        out.append(entry.record)
+        return moved
+
+    def _bulk(self, project: str) -> dict[str, StoredRun]:
+        """When many runs of a project are new to the index (the first request), they are read
+        through the project's listing (``Api.runs_and_damaged``): its on-disk index knows each
+        run's newest revision, so only that one file is read per run, when first asked."""
+        runs, _ = self.api.runs_and_damaged(project)
+        return {os.fspath(run.dir): run for run in runs}
+
+    def _entry(self, run: StoredRun) -> _Entry:
+        """The index's entry of a run: its record, and how to tell it is still current."""
         self.reads += 1
-        notes = (run.notes or "").strip().split("\n", 1)[0][:NOTES_CHARS]
-        tags = tuple(str(t) for t in run.tags)
-        text = [run.id, run.name, run.project, run.group, run.job_type, run.host, notes, *tags]
-        return Details(
-            name=str(run.name),
-            tags=tags,
-            group=run.group,
-            job_type=run.job_type,
-            notes=notes,
-            host=run.host,
-            config=flatten(run.config),
-            summary=flatten(run.summary),
-            haystack="\n".join(str(t) for t in text if t).lower(),
+        found = details(run)  # reads the revision (its config, summary, notes...)
+        m = run.manifest
+        record = RunRecord(
+            project=run.project,
+            id=run.id,
+            state=run.state,
+            created=run.created,
+            updated=run.updated,
+            last_step=run.last_step,
+            attempts=len(run.attempts),
+            rev=run.rev,
+            details=found,
         )
+        identity = listing.revision_identity(os.fspath(run.dir), run.rev)
+        return _Entry(run.rev, identity, str(m.get("state", "running")), m.get("owner"), record)
+
+    def _judge(
+        self, project: str, failed: dict[str, LocalrunError]
+    ) -> tuple[dict[str, tuple[str, RunRecord | None]], bool]:
+        """The damaged runs among ``failed`` (unreadable folders) with the listing's problem
+        text; folders with nothing of a run in them are no runs (None). The problem is asked
+        of ``Api.damaged_runs`` only when a folder's error is new (a project walk)."""
+        found: dict[str, tuple[str, RunRecord | None]] = {}
+        for folder, exc in failed.items():
+            known = self._damaged.get(folder)
+            if known is not None and known[0] == str(exc):
+                found[folder] = known
+        if len(found) == len(failed):
+            return found, False
+        problems = {os.fspath(d.dir): d for d in self.api.damaged_runs(project) if d.dir}
+        for folder, exc in failed.items():
+            d = problems.get(folder)
+            record = RunRecord(d.project, d.id, "damaged", problem=d.problem) if d else None
+            found[folder] = (str(exc), record)
+        return found, True
 
     def page(self, query: Query) -> Page:
         """The runs ``query`` selects, sorted and paged."""
-        projects, records = self.records()
+        with self._lock:
+            projects, records = self._records()
+            kept = self._pages.get(query)
+            if kept is not None and kept[0] == self.generation:
+                return kept[1]
         matching = [r for r in records if query.matches(r)]
         ordered = sort_records(matching, query.sort, query.descending)
         config, summary = columns(matching)
         shown = ordered[query.offset : query.offset + query.limit]
-        return Page(len(matching), query.offset, query.limit, projects, config, summary, shown)
+        found = Page(len(matching), query.offset, query.limit, projects, config, summary, shown)
+        with self._lock:
+            if len(self._pages) > 64:
+                self._pages.clear()
+            self._pages[query] = (self.generation, found)
+        return found
+
+
+def _unchanged(folder: str, entry: _Entry) -> bool:
+    return entry.identity is not None and listing.still_newest(folder, entry.rev, entry.identity)
+
+
+def details(run: StoredRun) -> Details:
+    """A run's details from its revision (the one slow step the cache saves)."""
+    notes = (run.notes or "").strip().split("\n", 1)[0][:NOTES_CHARS]
+    tags = tuple(str(t) for t in run.tags)
+    text = [run.id, run.name, run.project, run.group, run.job_type, run.host, notes, *tags]
+    return Details(
+        name=str(run.name),
+        tags=tags,
+        group=run.group,
+        job_type=run.job_type,
+        notes=notes,
+        host=run.host,
+        config=flatten(run.config),
+        summary=flatten(run.summary),
+        haystack="\n".join(str(t) for t in text if t).lower(),
+    )
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Scalar]:

@@ -121,8 +121,20 @@ def _identity(folder: str, rev: int) -> tuple[int, int, int] | None:
 
 def _current(folder: str, entry: list[Any]) -> bool:
     """The entry's revision is still the run's newest, and still the same file."""
-    rev = entry[0]
-    return _identity(folder, rev) == (entry[1], entry[2], entry[3]) and not os.access(
+    return still_newest(folder, entry[0], (entry[1], entry[2], entry[3]))
+
+
+def revision_identity(folder: str, rev: int) -> tuple[int, int, int] | None:
+    """``log/<rev>``'s inode, size and mtime (ns), or None when it is not there: what a cache
+    of something read from revision ``rev`` records, to check it with :func:`still_newest`."""
+    return _identity(folder, rev)
+
+
+def still_newest(folder: str, rev: int, identity: tuple[int, int, int]) -> bool:
+    """Whether revision ``rev`` is still the run's newest and still the file ``identity``
+    names: two lookups, no read (the proof in this module's docstring). For any cache keyed
+    by a run's revision (the dashboard's runs list keeps config and summary so)."""
+    return _identity(folder, rev) == identity and not os.access(
         _rev_path(folder, rev + 1), os.F_OK, follow_symlinks=False
     )
 
