@@ -66,6 +66,14 @@ def test_three_runs_draw_three_series_with_a_legend(
         "els => els.slice(1).every(e => /\\d/.test(e.textContent))",
         arg=values.element_handles(),
     )
+    # smoothing applies to every run's curve, and draws as many points
+    raw = drawn(page, "loss")
+    redraw_after(page, "loss", SET_INPUT, ["#smoothing", "0.8"])
+    smooth = drawn(page, "loss")
+    assert chart(page, "loss")["points"] == str(20 + 30 + 40)
+    for run in (1, 2, 3):
+        assert smooth[run] != raw[run]
+        assert [v is None for v in smooth[run]] == [v is None for v in raw[run]]
 
 
 def test_compared_runs_are_fetched_on_one_x_range(ui_root: Path, ui_server: Any, page: Any) -> None:
@@ -225,3 +233,21 @@ def test_twenty_runs_of_five_metrics_draw_quickly(ui_root: Path, ui_server: Any,
         " c.draw(); return performance.now() - t; }"
     )
     assert took < 1500, f"redrawing 20 runs x 5 metrics took {took:.0f} ms"
+
+
+def test_a_legend_link_leaves_for_the_run_page_and_stops_the_charts(
+    ui_root: Path, ui_server: Any, page: Any
+) -> None:
+    runs = [make_run(ui_root, run_id=f"r{i}", steps=10) for i in range(2)]
+    server = ui_server(ui_root)
+    open_runs(page, server, *runs)
+    assert page.evaluate("window.__localrunCharts.length") == 1
+    page.evaluate("delete document.body.dataset.ready")
+    page.click('li[data-run="p/r1"] a[href="/runs/p/r1"]')
+    page.wait_for_url("**/runs/p/r1")
+    wait_ready(page)
+    # the compare page's charts are gone (stopped), the run page's are its own
+    assert page.evaluate("window.__localrunCharts.every(c => c.runs.join() === 'p/r1')")
+    page.wait_for_timeout(1000)  # a few polls (300 ms): the stopped charts draw and report nothing
+    assert page.is_hidden("#error")
+    assert page.locator("li[data-run]").count() == 0

@@ -181,6 +181,7 @@ export class MetricCharts {
   }
 
   stop() {
+    this.stopped = true; // a fetch still under way must not draw on the next page
     if (this.stopPoll) this.stopPoll();
     this.stopPoll = null;
     if (this.resizer) this.resizer.disconnect();
@@ -205,6 +206,7 @@ export class MetricCharts {
     const s = this.settings;
     this.search = el("input", {
       id: "metric-search", type: "search", placeholder: "filter metrics", value: s.search,
+      "aria-label": "filter metrics by name",
     });
     this.xaxis = el("select", { id: "xaxis" });
     this.smoothing = el("input", {
@@ -329,14 +331,16 @@ export class MetricCharts {
     this.queue = this.queue
       .then(() => this.update(force))
       .catch((err) => {
-        showError(err);
+        if (!this.stopped) showError(err);
         this.finishFirstDraw(); // the page is ready (showing the error), not blank forever
       });
     return this.queue;
   }
 
   async update(force) {
+    if (this.stopped) return;
     const moved = await this.fetchInfo();
+    if (this.stopped) return;
     this.setOptions(this.xaxis, this.xOptions(), this.settings.x);
     this.settings.x = this.xaxis.value;
     if (this.groupBy) {
@@ -346,8 +350,7 @@ export class MetricCharts {
     this.keys = this.visibleKeys();
     this.layout();
     const width = this.chartWidth();
-    // narrower by 5%: refetch (at most ~2 points per pixel); wider by 10%: more detail
-    const stale = force || width < 0.95 * this.fetchedWidth || width > 1.1 * this.fetchedWidth;
+    const stale = force || this.widthMoved(width);
     if (!stale && moved.length === 0) {
       this.finishFirstDraw();
       return;
@@ -358,12 +361,19 @@ export class MetricCharts {
       this.groups = [];
       await this.fetchSeries(stale ? this.runs : moved, width);
     }
+    if (this.stopped) return;
     this.draw();
     this.onGroups(this.groups.map(({ label, runs, color }) => ({ label, runs, color })));
   }
 
+  /** Narrower by 5%: refetch (at most ~2 points per pixel); wider by 10%: more detail. */
+  widthMoved(width) {
+    return width < 0.95 * this.fetchedWidth || width > 1.1 * this.fetchedWidth;
+  }
+
   /** Show a failed request; clear the box once the requests succeed again (only our error). */
   report(err) {
+    if (this.stopped) return;
     if (err) {
       showError(err);
       this.shownError = true;
@@ -514,10 +524,15 @@ export class MetricCharts {
       }
     }
     for (const key of this.keys) {
-      if (!this.plots.has(key)) this.plots.set(key, { div: el("div", { class: "chart" }), u: null });
-      const p = this.plots.get(key);
-      p.div.dataset.key = key;
-      this.grid.append(p.div); // re-appending keeps the order sorted
+      if (!this.plots.has(key)) {
+        this.plots.set(key, { div: el("div", { class: "chart", "data-key": key }), u: null });
+      }
+    }
+    // in key order; moved only when a new key came (a poll must not reflow the charts)
+    const divs = this.keys.map((key) => this.plots.get(key).div);
+    const shown = [...this.grid.children];
+    if (divs.length !== shown.length || divs.some((d, i) => shown[i] !== d)) {
+      this.grid.replaceChildren(...divs);
     }
     const none = this.info.size > 0 && this.keys.length === 0;
     this.empty.hidden = !none;
@@ -531,6 +546,7 @@ export class MetricCharts {
   }
 
   draw() {
+    if (this.stopped) return;
     for (const key of this.keys) this.drawChart(key);
     this.finishFirstDraw();
   }
@@ -703,8 +719,10 @@ export class MetricCharts {
           p.u.setSize({ width: p.div.clientWidth, height: CHART_HEIGHT });
         }
       }
-      // a much wider chart deserves more points: refetch (update() compares the width)
-      if (this.fetchedWidth && this.stopPoll) this.refresh(false);
+      // points for the new width (not on the first layout: the first fetch measured it)
+      if (this.fetchedWidth && this.stopPoll && this.widthMoved(this.chartWidth())) {
+        this.refresh(true);
+      }
     }, 150);
   }
 }
