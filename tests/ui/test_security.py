@@ -169,6 +169,38 @@ def test_no_url_reads_a_file_outside_the_root(planted: Path, ui_server) -> None:
     assert not accepted, "traversals answered as if valid:\n" + "\n".join(accepted[:20])
 
 
+def test_pages_naming_escapes_show_an_error_and_never_the_file(
+    planted: Path, ui_server, page, console_errors
+) -> None:
+    """In the browser: a run page whose id names an escape is refused by the server (a 404
+    for a path no route takes) or drawn with the API's refusal in ``div#error`` (400 or 404);
+    never with anything of the secret."""
+    console_errors.allow(r"status of 40[04]")  # the browser logs each refused fetch
+    server = ui_server(planted)
+    shown = 0
+    for path in (
+        "/runs/p/..%252f..%252f..%252fsecret.txt",
+        "/runs/%252e%252e/%252e%252e",
+        "/runs/..%5c..%5c..%5csecret.txt/x",
+        "/runs/p/r1%00",
+        "/runs/p/.hidden",
+        "/runs/..%2F..%2F..%2Fsecret.txt/x",
+        "/runs/p/r1%2F..%2F..%2F..%2Fsecret.txt",
+    ):
+        answer = page.goto(server.page_url(path))
+        assert answer is not None
+        if answer.status == 200:
+            page.wait_for_selector("div#error:not([hidden])")
+            status = page.get_attribute("div#error", "data-status")
+            assert status in ("400", "404"), (path, status, page.inner_text("div#error"))
+            shown += 1
+        else:
+            assert answer.status == 404, (path, answer.status)
+        html = page.content()
+        assert SECRET not in html and PASSWD not in html, path
+    assert shown >= 5  # the API's refusals were drawn by the page, not only the router's 404
+
+
 def test_links_planted_inside_a_run_are_not_followed(planted: Path, ui_server) -> None:
     """A media blob or a saved file that is a symbolic link out of the run is refused (the
     store opens run files with O_NOFOLLOW), while the run's real blob is served."""
