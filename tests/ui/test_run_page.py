@@ -161,6 +161,11 @@ def test_media_image_and_its_step_slider(page: Any, ui: UiServer) -> None:
     )
     # the histogram is drawn (3 bars) and the table shows the step's rows
     assert page.get_attribute("div.media[data-key=weights] canvas", "data-bars") == "3"
+    canvas = page.locator("div.media[data-key=weights] canvas")
+    box = canvas.bounding_box()
+    assert box is not None
+    canvas.hover(position={"x": 34 + (box["width"] - 40) / 2, "y": box["height"] / 2})
+    assert canvas.get_attribute("title") == "[1, 2): 7"  # the middle bin of step 5
     cells = page.eval_on_selector_all(
         "div.media[data-key=preds] tbody td", "cs => cs.map(c => c.textContent)"
     )
