@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import run_py
-from tests.ui.conftest import UiServer, child_code, make_run, start_ui, wait_ready
+from tests.ui.conftest import (
+    UiServer,
+    child_code,
+    make_run,
+    start_ui,
+    start_writer,
+    wait_ready,
+)
 
 STEP_CODE = """
 for step in range({start}, {stop}):
@@ -154,6 +161,11 @@ def test_media_image_and_its_step_slider(page: Any, ui: UiServer) -> None:
     )
     # the histogram is drawn (3 bars) and the table shows the step's rows
     assert page.get_attribute("div.media[data-key=weights] canvas", "data-bars") == "3"
+    canvas = page.locator("div.media[data-key=weights] canvas")
+    box = canvas.bounding_box()
+    assert box is not None
+    canvas.hover(position={"x": 34 + (box["width"] - 40) / 2, "y": box["height"] / 2})
+    assert canvas.get_attribute("title") == "[1, 2): 7"  # the middle bin of step 5
     cells = page.eval_on_selector_all(
         "div.media[data-key=preds] tbody td", "cs => cs.map(c => c.textContent)"
     )
@@ -238,3 +250,36 @@ def test_system_charts_open_on_demand_and_stay_open(page: Any, ui: UiServer) -> 
     assert page.locator("section#system div.chart").count() == wanted  # remembered
     page.click("button#system-toggle")
     page.wait_for_function("() => !document.querySelector('section#system div.chart')")
+
+
+def console_at_end(page: Any) -> bool:
+    return bool(
+        page.eval_on_selector(
+            "pre#console-text", "p => p.scrollTop + p.clientHeight >= p.scrollHeight - 8"
+        )
+    )
+
+
+def test_console_follows_a_running_run_unless_scrolled_up(
+    ui_root: Path, page: Any, tmp_path: Path
+) -> None:
+    writer = start_writer(ui_root, tmp_path / "go", run_id="talks")
+    writer.advance(5)
+    server = start_ui(ui_root)
+    page.goto(server.page_url("/runs/p/talks"))
+    wait_ready(page)
+    page.wait_for_function(
+        "() => document.querySelector('pre#console-text').textContent.includes('committed 5')"
+    )
+    writer.advance(80)  # far more lines than the console box shows
+    page.wait_for_function(
+        "() => document.querySelector('pre#console-text').textContent.includes('committed 85')"
+    )
+    assert console_at_end(page)  # followed the end
+    page.eval_on_selector("pre#console-text", "p => { p.scrollTop = 0; }")
+    writer.advance(5)
+    page.wait_for_function(
+        "() => document.querySelector('pre#console-text').textContent.includes('committed 90')"
+    )
+    assert page.eval_on_selector("pre#console-text", "p => p.scrollTop") == 0  # left to read
+    writer.finish()

@@ -238,3 +238,15 @@ def test_a_row_name_links_to_the_run_page(page: Any, ui: UiServer) -> None:
     page.wait_for_url(re.compile(r"/runs/q/resumed"))
     wait_ready(page)
     assert page.locator("tr[data-attempt]").count() == 2
+
+
+def test_a_tag_click_filters_and_its_chip_removes_the_filter(page: Any, ui: UiServer) -> None:
+    open_runs(page, ui, project="p")
+    assert len(shown(page)) == SWEEP
+    row(page, "p/run-03").locator("td[data-col=tags] .tag", has_text="odd").click()
+    wait_rows(page, SWEEP // 2)
+    assert all(int(p[-2:]) % 2 for p in shown(page))
+    assert parse_qs(urlparse(page.url).query)["tag"] == ["odd"]
+    page.click(".chips .chip button")
+    wait_rows(page, SWEEP)
+    assert "tag=" not in page.url

@@ -158,6 +158,17 @@ export function drawHistogram(canvas, counts, edges) {
   ctx.textBaseline = "bottom";
   ctx.fillText("0", pad.l - 4, pad.t + ph);
   canvas.dataset.bars = String(counts.length);
+  // hovering a bar tells its bin and count (the canvas's title, so no extra DOM per bar)
+  canvas.onmousemove = (e) => {
+    const x = e.offsetX;
+    if (x < pad.l || x > w - pad.r || !counts.length) {
+      canvas.title = "";
+      return;
+    }
+    const i = Math.min(counts.length - 1, Math.floor(((x - pad.l) / pw) * counts.length));
+    const range = edges.length > i + 1 ? `[${fmtValue(edges[i])}, ${fmtValue(edges[i + 1])})` : `bin ${i}`;
+    canvas.title = `${range}: ${counts[i]}`;
+  };
 }
 
 // Every media key of the run as a panel in `container`; refresh() after the run's revision

@@ -147,6 +147,8 @@ function contextTitle(ctx) {
 function attemptsTable(attempts, runState) {
   const rows = attempts.map((a, i) => {
     const last = i === attempts.length - 1;
+    const before = i > 0 ? attempts[i - 1].ended : null;
+    const gap = typeof before === "number" && typeof a.started === "number" ? a.started - before : null;
     const live = last && a.ended == null && runState === "running";
     const state = live ? "running" : a.state || "";
     const end = a.ended ?? (live ? Date.now() / 1000 : null);
@@ -157,7 +159,7 @@ function attemptsTable(attempts, runState) {
       el("td", { dataset: { col: "state" } }, state ? badge(state) : ""),
       el("td", { dataset: { col: "host" } }, a.host || ""),
       el("td", { class: "num", dataset: { col: "pid" } }, a.pid ?? ""),
-      el("td", { dataset: { col: "started" } }, fmtTime(a.started)),
+      el("td", { dataset: { col: "started" }, title: gap !== null ? `resumed ${fmtDuration(Math.max(0, gap))} after attempt ${attempts[i - 1].attempt} ended` : null }, fmtTime(a.started)),
       el("td", { dataset: { col: "ended" } }, a.ended != null ? fmtTime(a.ended) : live ? "running" : "—"),
       el("td", { class: "num", dataset: { col: "duration" } }, end != null && a.started != null ? fmtDuration(end - a.started) : ""),
       el("td", { class: "num", dataset: { col: "exit_code" }, title: a.exit_code == null && !live ? "no exit code: the process was killed" : null }, a.exit_code ?? (live ? "" : "—")),

@@ -161,6 +161,12 @@ export function renderRuns(main, params) {
   const count = el("span", { id: "count", "aria-live": "polite" });
   const pager = el("div", { id: "pager" }, prev, count, next);
   main.append(toolbar, wrap, pager);
+  fill(table, el("tbody", {}, el("tr", {}, el("td", { class: "empty" }, "Loading runs…"))));
+  // "3 min ago" stays true while the page is open, without asking the server
+  const ages = setInterval(() => {
+    const now = Date.now() / 1000;
+    for (const cell of table.querySelectorAll("td[data-t]")) cell.textContent = fmtAgo(Number(cell.dataset.t), now);
+  }, 30000);
 
   // --- state changes -----------------------------------------------------------------------
   const keyOf = () => withParams("/api/v1/runs", apiParams(st));
@@ -424,7 +430,8 @@ export function renderRuns(main, params) {
         cells.push(td("attempts", { ...num, title: n > 1 ? `resumed ${n - 1} time(s)` : null },
           n > 1 ? el("span", { class: "attempts-badge" }, String(n)) : n ?? ""));
       } else if (key === "created" || key === "updated") {
-        cells.push(td(key, { title: fmtTime(r[key]) }, fmtAgo(r[key])));
+        const t = typeof r[key] === "number" ? String(r[key]) : null;
+        cells.push(el("td", { title: fmtTime(r[key]), dataset: { col: key, ...(t ? { t } : {}) } }, fmtAgo(r[key])));
       } else if (key === "tags") {
         cells.push(td("tags", {}, (r.tags || []).map((t) =>
           el("span", { class: "tag", title: `Show only tag ${t}`, onclick: () => {
@@ -515,6 +522,7 @@ export function renderRuns(main, params) {
   const stopPoll = poll(load);
   return () => {
     stopPoll();
+    clearInterval(ages);
     onSearch.cancel();
     document.removeEventListener("keydown", onKey);
     setLive(false, "");
