@@ -737,6 +737,10 @@ def demo_cmd(ctx: click.Context, steps: int) -> None:
         f"each step once: {len(set(steps_seen)) == len(steps_seen)}"
     )
     out.print(f"Try: localrun --root {api.root} history demo/{run_id} -k loss | tail")
+    out.print(
+        f"Look at it: localrun --root {api.root} ui, then open http://127.0.0.1:8766/runs/demo/"
+        f"{run_id} (the resume point is drawn on its charts)"
+    )
 
 
 @cli.command("server")
