@@ -4,8 +4,9 @@ One push of a run (DESIGN §8):
 
 1. refuse a remote whose newest revision of this project/id has another uid (two different
    experiments are never merged);
-2. put every immutable object the local revision names that the remote lacks (a look, then a
-   put of the missing ones, each verified against its size and sha256);
+2. put every immutable object the local revision names that the remote lacks (one listing of
+   the run where the store can list a tree, else a look per object; then a put of the missing
+   ones, each verified against its size, and its sha256 where the run records one);
 3. put ``log/<rev>.json`` with exactly the local bytes: from this instant remote readers use
    this revision, and every object it names is already there;
 4. put the remote's ``manifest.json`` copy of it (a push cut between 3 and 4 is completed by
@@ -78,9 +79,8 @@ class Replica:
             remote_rev = self._check_identity(prefix, run, listed)
         if remote_rev is None or remote_rev < run.rev:
             objs = local.objects(run)
-            if listed is None and sum(f"{prefix}/{o.rel}" not in self._present for o in objs) > (
-                _LOOKS
-            ):
+            unknown = sum(f"{prefix}/{o.rel}" not in self._present for o in objs)
+            if listed is None and unknown > _LOOKS:
                 listed = self.store.sizes(prefix)
             for obj in objs:
                 self._put_object(prefix, run, obj, progress, listed)
