@@ -94,7 +94,10 @@ def make_runs(root: Path, runs: int) -> None:
     marker = root / f".bench-{runs}-runs"
     if marker.exists():
         return
-    shutil.rmtree(root, ignore_errors=True)
+    if root.exists() and any(root.iterdir()):
+        if not any(root.glob(".bench-*-runs")):  # never remove a folder this script did not make
+            raise SystemExit(f"BENCH_SYNC_KEEP={root} is not empty and not this benchmark's")
+        shutil.rmtree(root)
     mf.ensure_root(root)
     for i in range(runs):
         make_run(root, PROJECT, f"r{i:05d}", STEPS, seed=i)
