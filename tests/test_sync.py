@@ -317,6 +317,23 @@ def test_a_remote_holding_another_run_under_the_same_id_is_refused(
     assert localrun.Api(remote).run("p/b").last_step == 49  # the other run still went
 
 
+def test_a_leftover_object_with_other_bytes_is_refused_not_named(root: Path, remote: Path) -> None:
+    """The remote holds an object of this run with other bytes and no revision (what a killed
+    push of another run under the same id leaves): the first push, which learns what the
+    remote holds from one listing of the run, refuses it instead of publishing a revision that
+    names it."""
+    make_run(root, "p", "a")
+    segment = sorted((root / "p/a/history").iterdir())[0].name
+    stray = remote / "p/a/history" / segment
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"not this run's segment")
+    done = sync(root, url_of(remote))
+    assert done.returncode == localrun.errors.CorruptRunError.exit_code, done.stderr
+    assert f"p/a/history/{segment} has 22 bytes" in done.stderr
+    assert not (remote / "p/a/log").exists()
+    assert stray.read_bytes() == b"not this run's segment"
+
+
 @contextlib.contextmanager
 def tmpfs(where: Path, size: str) -> Iterator[Path]:
     where.mkdir(parents=True)

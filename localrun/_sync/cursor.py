@@ -79,7 +79,8 @@ def save(root: Path, cursor: Cursor) -> None:
     try:
         register(root, cursor.remote)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _replace_quickly(path, json.dumps(data, indent=1, sort_keys=True).encode())
+        # No indent: json's C encoder (indent takes the pure-Python one, 4x slower).
+        _replace_quickly(path, json.dumps(data, sort_keys=True).encode())
     except OSError as exc:
         log.warning("could not record the sync cursor %s: %s", path, exc)
 

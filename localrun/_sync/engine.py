@@ -91,7 +91,7 @@ def push_run(root: Path, remote: Remote, rdir: Path, progress: Progress) -> bool
     old = cursor.load(root, remote.url, rdir.parent.name, rdir.name)
     if old is not None and old.rev >= listed:
         return False
-    run = local.read_run(rdir)
+    run = local.read_run(rdir, listed)
     puts = getattr(remote, "puts", None)
     new = remote.push(run, old, progress)
     if new != old:

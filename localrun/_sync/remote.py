@@ -101,8 +101,9 @@ class ObjectStore(Protocol):
 
     Every key is immutable (put-if-absent: a put never changes an object that is there)
     **except** ``<project>/<id>/manifest.json``, the copy of the newest revision, which a put
-    replaces whatever its size (``fsstore.is_mutable`` says which). The engine looks (``stat``)
-    before it puts, so a store may also simply overwrite immutable keys with the same bytes.
+    replaces whatever its size (``fsstore.is_mutable`` says which). The engine looks (``stat``,
+    or one ``sizes`` listing of the run) before it puts, so a store may also simply overwrite
+    immutable keys with the same bytes.
     A store refuses a key that would leave its root (``fsstore.check_key``) with SyncError.
     """
 
@@ -112,8 +113,28 @@ class ObjectStore(Protocol):
         """The size of object ``key``, or None when it is absent."""
         ...
 
-    def put_file(self, key: str, src: Path, size: int, sha256: str, progress: Progress) -> None:
-        """Store the file ``src`` as ``key``, streaming (never the whole file in memory)."""
+    def sizes(self, prefix: str) -> dict[str, int] | None:
+        """Every object under the folder key ``prefix``, at any depth, by its key relative to
+        ``prefix``, with its size ({} when there is none); None when the store cannot list a
+        tree at once (the engine then looks at each object with :meth:`stat`).
+
+        What a first push of a run asks instead of one ``stat`` per object and a listing of
+        ``log/``: on S3 that is one request where a HEAD of a missing key costs two.
+        """
+        ...
+
+    def put_file(
+        self, key: str, src: Path, size: int, sha256: str | None, progress: Progress
+    ) -> None:
+        """Store the file ``src`` as ``key``, streaming (never the whole file in memory).
+
+        ``sha256`` is the hash the run records for the object (saved files, media, diffs),
+        checked against the bytes sent; None for a segment, whose hash no revision records:
+        a store that must declare one (a ``localrun server``) computes it, the others check
+        the size only (hashing a segment twice, once to know and once to check, doubled the
+        CPU cost of a push to a folder and only caught a segment rewritten in place at the same
+        size between the two reads, which the writer never does).
+        """
         ...
 
     def put_bytes(self, key: str, data: bytes) -> None: ...

@@ -4,8 +4,9 @@ One push of a run (DESIGN §8):
 
 1. refuse a remote whose newest revision of this project/id has another uid (two different
    experiments are never merged);
-2. put every immutable object the local revision names that the remote lacks (a look, then a
-   put of the missing ones, each verified against its size and sha256);
+2. put every immutable object the local revision names that the remote lacks (one listing of
+   the run where the store can list a tree, else a look per object; then a put of the missing
+   ones, each verified against its size, and its sha256 where the run records one);
 3. put ``log/<rev>.json`` with exactly the local bytes: from this instant remote readers use
    this revision, and every object it names is already there;
 4. put the remote's ``manifest.json`` copy of it (a push cut between 3 and 4 is completed by
@@ -30,6 +31,8 @@ from . import local
 from .remote import Cursor, LocalRun, Obj, ObjectStore, Progress
 
 _TRIES = 50
+# More objects than this to look at in a push with a cursor: one listing of the run instead.
+_LOOKS = 8
 
 
 class Replica:
@@ -70,11 +73,17 @@ class Replica:
         # checked then, and the remote holds at least that revision (a cursor is written only
         # after a whole push). Without one, the remote is asked.
         remote_rev = cursor.rev if cursor is not None and trusted else None
+        listed: dict[str, int] | None = None  # the remote's objects of this run, if listed
         if not trusted:
-            remote_rev = self._check_identity(prefix, run)
+            listed = self.store.sizes(prefix)
+            remote_rev = self._check_identity(prefix, run, listed)
         if remote_rev is None or remote_rev < run.rev:
-            for obj in local.objects(run):
-                self._put_object(prefix, run, obj, progress)
+            objs = local.objects(run)
+            unknown = sum(f"{prefix}/{o.rel}" not in self._present for o in objs)
+            if listed is None and unknown > _LOOKS:
+                listed = self.store.sizes(prefix)
+            for obj in objs:
+                self._put_object(prefix, run, obj, progress, listed)
             # Known absent (the remote's newest is older): put without looking. A syncer that
             # put it in between put the same bytes (a folder store keeps the first).
             if run.rev:
@@ -84,10 +93,12 @@ class Replica:
             self._put_manifest(prefix, run)  # a push cut between the revision and the copy
         return Cursor(self.url, run.project, run.run_id, run.uid, run.rev, {"content": content})
 
-    def _check_identity(self, prefix: str, run: LocalRun) -> int | None:
+    def _check_identity(
+        self, prefix: str, run: LocalRun, listed: dict[str, int] | None
+    ) -> int | None:
         """The remote's newest revision number of this run (None: it has none yet), after
         refusing a remote that holds another run (another uid) under this project/id."""
-        rev, data = self._remote_head(prefix)
+        rev, data = self._remote_head(prefix, listed)
         if data is None:
             return rev
         try:
@@ -105,30 +116,43 @@ class Replica:
             )
         return rev
 
-    def _remote_head(self, prefix: str) -> tuple[int | None, bytes | None]:
-        revs = sorted(
-            (r for n in self.store.list(f"{prefix}/{LOG}") if (r := parse_revision_name(n))),
-            reverse=True,
-        )
+    def _remote_head(
+        self, prefix: str, listed: dict[str, int] | None
+    ) -> tuple[int | None, bytes | None]:
+        """The remote's newest revision of the run and its bytes, from ``listed`` (the run's
+        objects, when the store could list them) or a listing of its ``log/``."""
+        if listed is None:
+            names = self.store.list(f"{prefix}/{LOG}")
+        else:
+            names = [k[len(LOG) + 1 :] for k in listed if k.startswith(f"{LOG}/")]
+        revs = sorted((r for n in names if (r := parse_revision_name(n))), reverse=True)
         for rev in revs:
             data = self.store.get_bytes(f"{prefix}/{LOG}/{_rev_name(rev)}")
             if data is not None:
                 return rev, data
+        if listed is not None and MANIFEST not in listed:
+            return None, None
         data = self.store.get_bytes(f"{prefix}/{MANIFEST}")  # a run of format 1
         if data is None:
             return None, None
         return 0, data
 
-    def _put_object(self, prefix: str, run: LocalRun, obj: Obj, progress: Progress) -> None:
+    def _put_object(
+        self,
+        prefix: str,
+        run: LocalRun,
+        obj: Obj,
+        progress: Progress,
+        listed: dict[str, int] | None,
+    ) -> None:
         key = f"{prefix}/{obj.rel}"
         if key in self._present:
             return
-        size = self.store.stat(key)
+        size = self.store.stat(key) if listed is None else listed.get(obj.rel)
         if size is None:
             src = local.local_path(run, obj)
             try:
-                sha = local.sha256_of(run, obj)
-                self.store.put_file(key, src, obj.size, sha, progress)
+                self.store.put_file(key, src, obj.size, obj.sha256, progress)
                 self.puts += 1
             except FileNotFoundError:
                 raise local.Gone(obj.rel) from None
