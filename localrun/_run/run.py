@@ -83,6 +83,7 @@ _NUMBERS = frozenset({float, int})
 _INT64 = 2**63
 _MAX_WAIT = 10.0  # seconds log() waits for room before it buffers past the bound (a hung disk)
 _HARD_CAP = 4  # past this many times the bound, log() refuses rows (the writer is failing)
+_SLICE = 2048  # rows converted per call into Arrow (which holds the GIL): about a millisecond
 _CHECK_EVERY = 1024  # rows appended between two looks at the buffer's size, at most
 
 
@@ -781,12 +782,17 @@ class Run:
         self._backlog_cells += sum(b.cells for b in batches)
 
     def _convert_next(self) -> bool:
-        """Convert the oldest taken batch not yet converted into its table; False when none.
+        """Convert the oldest rows taken but not yet converted, :data:`_SLICE` of them, into a
+        table; False when there are none.
 
         Any thread (the writer, a waiting log()); ``_convert_lock`` makes one convert at a time
-        and keeps each batch's place in the backlog (only the writer pops it, under the same
-        lock). The rows are in the table then, in about an eighth of their memory: log() may
-        go on while the segment is written and fsynced. A failed write keeps the table.
+        and keeps each batch's place in the backlog (only the writer pops, under the same lock;
+        a longer batch is split in place: the converted slice, then the rest). One slice at a
+        time because Arrow holds the GIL while it reads Python objects: a whole segment's rows
+        (10,000) in one call would stall every other thread, log()'s hot path included. The
+        writer joins the slices into one segment again (``_segment_group``). The rows are in
+        the table then, in about an eighth of their memory: log() may go on while the segment
+        is written and fsynced. A failed write keeps the table.
         """
         with self._convert_lock:
             backlog = self._backlog
@@ -796,10 +802,15 @@ class Run:
             batch = backlog[i]
             with self._lock:
                 kinds = dict(self._kinds)
-            table = batch_table(batch, kinds, self._runtime_base, self._t0, where=self.path)
+            head, rest = batch, None
+            if len(batch.rows) > _SLICE:
+                rows = batch.rows[_SLICE:]
+                rest = Batch(batch.steps[_SLICE:], rows, cells(rows))
+                head = Batch(batch.steps[:_SLICE], batch.rows[:_SLICE], batch.cells - rest.cells)
+            table = batch_table(head, kinds, self._runtime_base, self._t0, where=self.path)
             converted = Batch(range(0), [], table.nbytes // CELL_BYTES + 1, table)
-            backlog[i] = converted
-        self._made_room(batch, converted)
+            backlog[i : i + 1] = [converted] if rest is None else [converted, rest]
+        self._made_room(head, converted)
         return True
 
     def _write_backlog(self, meta: dict[str, Any]) -> None:
@@ -817,6 +828,11 @@ class Run:
                 self._made_room(batch)
                 continue
             group = self._segment_group()
+            ahead = self._backlog[len(group) : len(group) + 1]
+            full = sum(len(b.table) for b in group if b.table is not None) >= self._chunk
+            if ahead and ahead[0].table is None and not full:
+                self._convert_next()  # the segment is not full yet: convert its next slice
+                continue
             if len(group) > 1:
                 table = pa.concat_tables([b.table for b in group], promote_options="default")
             try:
