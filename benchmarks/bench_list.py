@@ -77,6 +77,12 @@ sql = ("SELECT h._step, h.loss FROM read_parquet('localruns/*/*/history/*.parque
        "union_by_name = true) AS h")
 print(len(duckdb.sql(sql).fetchall()))
 """
+DUCKDB_GLOB_FILE = r"""
+import duckdb
+sql = ("SELECT h._step, h.loss, h.filename FROM read_parquet('localruns/*/*/history/*.parquet', "
+       "filename = true, union_by_name = true) AS h")
+print(len(duckdb.sql(sql).fetchall()))
+"""
 DUCKDB_GLOB_ORDERED = r"""
 import duckdb
 sql = ("SELECT split_part(h.filename, '/', 2) AS project, split_part(h.filename, '/', 3) AS id, "
@@ -247,6 +253,14 @@ def duckdb_rows(work: Path, repeat: int) -> list[tuple[str, str, str]]:
     rows = [
         ("baseline: DuckDB plain glob of history/*.parquet", f"{wall:.2f} s", f"cpu {cpu:.2f} s")
     ]
+    wall, cpu, _ = cell([py, "-c", DUCKDB_GLOB_FILE], work, repeat)
+    rows.append(
+        (
+            "baseline: the same glob with each row's file (filename = true)",
+            f"{wall:.2f} s",
+            versus(wall, cpu, glob, "glob") + "; what tells a row's run and segment",
+        )
+    )
     wall, cpu, _ = cell([py, "-c", DUCKDB_GLOB_ORDERED], work, repeat)
     ordered = (wall, cpu)
     rows.append(

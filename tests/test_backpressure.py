@@ -228,3 +228,29 @@ def test_a_full_disk_never_blocks_log_and_refuses_rows_past_the_hard_cap(
         run.log({"x": float(i)})  # and log() takes rows again
     run.finish()
     assert _steps(tmpfs) == list(range(logged + 100))
+
+
+def test_log_makes_room_itself_while_the_writer_is_held(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer is held (the flush lock taken, as a compaction's commit or a slow fsync
+    holds it): a full buffer does not wait for it, log() converts the rows itself, so the rows
+    bound holds, no call gives up on the writer (no "cannot keep up"), and every row is written
+    once the writer goes on."""
+    monkeypatch.setenv("LOCALRUN_FLUSH_ROWS", "50")
+    monkeypatch.setenv("LOCALRUN_BUFFER_ROWS", "200")
+    run = localrun.init(project="p", id="r", dir=root, flush_interval=3600)
+    run._flush_lock.acquire()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Watch(run) as watch:
+                _log_from_threads(run, 1000, 2)
+    finally:
+        run._flush_lock.release()
+    assert run._waits > 0  # the buffer was full: each time, log() made the room itself
+    assert watch.rows <= 200 + THREADS, watch.rows
+    assert not [w for w in caught if "cannot keep up" in str(w.message)]
+    assert run._converted_rows > 0 and not run._pending  # converted, nothing written yet
+    run.finish()
+    assert _steps(root) == list(range(THREADS * 1000))

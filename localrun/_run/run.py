@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+import pyarrow as pa
+
 from .. import _settings
 from .._store import manifest as mf
 from .._store import segments
@@ -81,6 +83,7 @@ _NUMBERS = frozenset({float, int})
 _INT64 = 2**63
 _MAX_WAIT = 10.0  # seconds log() waits for room before it buffers past the bound (a hung disk)
 _HARD_CAP = 4  # past this many times the bound, log() refuses rows (the writer is failing)
+_SLICE = 2048  # rows converted per call into Arrow (which holds the GIL): about a millisecond
 _CHECK_EVERY = 1024  # rows appended between two looks at the buffer's size, at most
 
 
@@ -178,6 +181,7 @@ class Run:
         self._flush_lock = threading.Lock()  # one flush at a time (thread, finish, signal)
         self._rows: list[Pending] = []  # logged since the last flush; log() appends, flush takes
         self._backlog: list[Batch] = []  # taken but not yet written (a failed write keeps them)
+        self._convert_lock = threading.Lock()  # one conversion at a time; backlog places stay
         self._pending: list[SegmentEntry] = []  # written but not yet committed segments
         self._seq = 0  # the next name in this attempt's namespace (flushes and merges)
         # Steps are positional: a row of log()'s hot path is appended without one, and gets
@@ -214,7 +218,8 @@ class Run:
         self._row_cells = 0  # cells of the measured rows still in _rows
         self._extra = 0  # cells of long strings and lists logged since the last measure
         self._backlog_cells = 0
-        self._backlog_rows = 0
+        self._backlog_rows = 0  # rows of taken batches not yet converted
+        self._converted_rows = 0  # rows of converted tables not yet written (counted by bytes)
         self._jumps = 0  # rows in _rows with an explicit step ("_step")
         self._waits = 0  # log() calls that waited for the writer (the benchmark prints it)
         self._degraded = False  # the writer fails or hangs: buffer past the bound, no waits
@@ -465,7 +470,7 @@ class Run:
         if step is not None:
             self._anchor = (step + 1, self._taken + len(rows))
 
-    def _take_rows(self) -> list[Batch]:
+    def _take_rows(self, chunk: int = 0) -> list[Batch]:
         """Take the rows logged so far, give each its step, and cut them into batches of at
         most one segment each (the caller holds ``_room`` and ``_lock``).
 
@@ -499,9 +504,10 @@ class Run:
         self._row_cells = 0
         extra, self._extra = self._extra, 0
         batches = []
-        for i in range(0, n, self._chunk):
-            chunk = taken[i : i + self._chunk]
-            batches.append(Batch(steps[i : i + self._chunk], chunk, cells(chunk) + extra))
+        size = chunk or self._chunk
+        for i in range(0, n, size):
+            part = taken[i : i + size]
+            batches.append(Batch(steps[i : i + size], part, cells(part) + extra))
             extra = 0
         return batches
 
@@ -574,9 +580,19 @@ class Run:
         """Do the rows not yet written fill ``bound`` times the buffer's bound, by rows or by
         their estimated bytes? (The caller holds ``_room``.)"""
         return (
-            len(self._rows) + self._backlog_rows >= bound * self._max_rows
+            self._held_rows() >= bound * self._max_rows
             or self._row_cells + self._backlog_cells >= bound * self._max_cells
         )
+
+    def _held_rows(self) -> int:
+        """The rows that count against the rows bound (the caller holds ``_room``). A converted
+        table counts by its bytes only (it is compact) while the writer works; while it fails,
+        every row not on disk counts, so the hard cap means rows at risk, whoever converted
+        them."""
+        rows = len(self._rows) + self._backlog_rows
+        if self._write_error is not None or self._degraded:
+            rows += self._converted_rows
+        return rows
 
     def _flush_due(self) -> bool:
         """``flush_rows`` rows, or a quarter of the bound: time for the writer to take them."""
@@ -596,8 +612,40 @@ class Run:
                 self._degrade()
                 return
             self._wake.set()
-            self._room.wait(min(left, 0.1))
+            if not self._help():
+                self._room.wait(min(left, 0.1))
             self._measure()
+
+    def _help(self) -> bool:
+        """Make room from log()'s own thread: turn the oldest rows not yet converted into an
+        Arrow table (taking them from the buffer first when no taken batch waits), one chunk.
+
+        Why: the writer thread makes room only between its I/O (a segment's fsync, a commit,
+        the compactor's commit under the flush lock, a busy manifest lock), which takes from
+        milliseconds to seconds on a loaded or remote disk; the rows bound would make log()
+        wait all that time. A converted table counts only by its bytes (an eighth of the
+        rows' memory), so the bytes bound still holds and binds when the writer's I/O truly
+        falls behind. The caller holds ``_room``; it is released while converting (the writer
+        takes it to report a written segment). False: nothing to convert, or the conversion
+        failed (the writer then reports the error); the caller waits for the writer instead.
+        """
+        if self._write_error is not None:
+            return False
+        with self._lock:
+            if self._rows and all(b.table is not None for b in self._backlog):
+                # A segment's rows at most (LOCALRUN_FLUSH_ROWS: about 7 ms of CPU for 10,000
+                # rows of 10 floats). Smaller steps were tried: an eighth of a segment cost
+                # twice the loop's CPU (a conversion per thousand rows, racing the writer).
+                self._take_into_backlog()
+                self._summary_locked()  # the summary keeps their values (they lose their rows)
+        self._next_check()
+        self._room.release()
+        try:
+            return self._convert_next()
+        except Exception:  # the writer meets the same error and reports it (_write_error)
+            return False
+        finally:
+            self._room.acquire()
 
     def _degrade(self) -> None:
         """The writer fails or hangs: stop waiting for it, say so once per episode (the caller
@@ -616,14 +664,17 @@ class Run:
         """Where log() looks at the buffer next (the caller holds ``_room``): before the next
         threshold (flush due, full, hard cap), even for rows as wide as every number key."""
         per_row = len(self._number_keys) + 3  # the cells of the widest row the hot path takes
-        rows = len(self._rows) + self._backlog_rows
+        rows = self._held_rows()
         unmeasured = max(0, self._taken + len(self._rows) - self._measured)
         held = self._row_cells + self._backlog_cells + unmeasured * per_row
         if not self._flush_due():
             room_rows = min(self._flush_rows - len(self._rows), self._max_rows // 4 - rows)
             room_cells = self._max_cells // 4 - held
         else:
-            bound = 1 if not self._over(1) else _HARD_CAP
+            # Over the bound, every row looks (and waits) until the writer is given up on
+            # (degraded): a check placed at the hard cap while log() may still wait let the
+            # other threads' hot path buffer up to four times the bound past a waiting one.
+            bound = _HARD_CAP if self._degraded and self._over(1) else 1
             room_rows = bound * self._max_rows - rows
             room_cells = bound * self._max_cells - held
         step = min(_CHECK_EVERY, room_rows, room_cells // per_row)
@@ -636,6 +687,10 @@ class Run:
         with self._room:
             self._backlog_cells -= gone.cells - (now.cells if now is not None else 0)
             self._backlog_rows -= len(gone.rows)
+            if gone.table is not None:
+                self._converted_rows -= gone.table.num_rows
+            if now is not None and now.table is not None:
+                self._converted_rows += now.table.num_rows
             if written:
                 self._write_error = None
                 self._degraded = False
@@ -653,7 +708,7 @@ class Run:
             if self._over(_HARD_CAP):
                 held = (self._row_cells + self._backlog_cells) * CELL_BYTES / 2**20
                 raise StorageError(
-                    f"run {self.path}: {len(self._rows) + self._backlog_rows:,} logged rows "
+                    f"run {self.path}: {self._held_rows():,} logged rows "
                     f"(about {held:,.1f} MB) wait for a writer that fails "
                     f"({self._write_error or 'it makes no progress'}); this row is refused. "
                     "The rows already logged are kept and written once the storage works "
@@ -692,11 +747,7 @@ class Run:
         with self._flush_lock:
             with self._room, self._lock:
                 if self._rows:
-                    batches = self._take_rows()
-                    self._backlog.extend(batches)
-                    self._backlog_rows += sum(len(b.rows) for b in batches)
-                    self._backlog_cells += sum(b.cells for b in batches)
-                kinds = dict(self._kinds)
+                    self._take_into_backlog()
                 summary = self._summary_locked()
                 explicit = sorted(self._explicit)
                 config = self._config.as_dict()
@@ -711,32 +762,79 @@ class Run:
                 "config": config,
             }
             try:
-                self._write_backlog(kinds, meta)
+                self._write_backlog(meta)
             except Exception as exc:  # log() stops waiting for a writer that fails
                 with self._room:
                     self._write_error = exc
                     self._room.notify_all()
                 raise
+            with self._lock:  # every row written was logged by now, with its key's kind known
+                kinds = dict(self._kinds)
             self._commit(end, files, kinds, summary, explicit, config, dropped, meta)
 
-    def _write_backlog(self, kinds: dict[str, str], meta: dict[str, Any]) -> None:
+    def _take_into_backlog(self, chunk: int = 0) -> None:
+        """Move the buffered rows to the backlog, in order, in batches of ``chunk`` rows (the
+        caller holds ``_room`` and ``_lock``: the writer's flush and a waiting log() (``_help``)
+        both take this way)."""
+        batches = self._take_rows(chunk)
+        self._backlog.extend(batches)
+        self._backlog_rows += sum(len(b.rows) for b in batches)
+        self._backlog_cells += sum(b.cells for b in batches)
+
+    def _convert_next(self) -> bool:
+        """Convert the oldest rows taken but not yet converted, :data:`_SLICE` of them, into a
+        table; False when there are none.
+
+        Any thread (the writer, a waiting log()); ``_convert_lock`` makes one convert at a time
+        and keeps each batch's place in the backlog (only the writer pops, under the same lock;
+        a longer batch is split in place: the converted slice, then the rest). One slice at a
+        time because Arrow holds the GIL while it reads Python objects: a whole segment's rows
+        (10,000) in one call would stall every other thread, log()'s hot path included. The
+        writer joins the slices into one segment again (``_segment_group``). The rows are in
+        the table then, in about an eighth of their memory: log() may go on while the segment
+        is written and fsynced. A failed write keeps the table.
+        """
+        with self._convert_lock:
+            backlog = self._backlog
+            i = next((i for i, b in enumerate(backlog) if b.table is None), None)
+            if i is None:
+                return False
+            batch = backlog[i]
+            with self._lock:
+                kinds = dict(self._kinds)
+            head, rest = batch, None
+            if len(batch.rows) > _SLICE:
+                rows = batch.rows[_SLICE:]
+                rest = Batch(batch.steps[_SLICE:], rows, cells(rows))
+                head = Batch(batch.steps[:_SLICE], batch.rows[:_SLICE], batch.cells - rest.cells)
+            table = batch_table(head, kinds, self._runtime_base, self._t0, where=self.path)
+            converted = Batch(range(0), [], table.nbytes // CELL_BYTES + 1, table)
+            backlog[i : i + 1] = [converted] if rest is None else [converted, rest]
+        self._made_room(head, converted)
+        return True
+
+    def _write_backlog(self, meta: dict[str, Any]) -> None:
         """Each taken batch becomes a segment, making room for log() as soon as it is on disk
         (the caller holds ``_flush_lock``)."""
         while self._backlog:
             batch = self._backlog[0]
             table = batch.table
             if table is None:
-                table = batch_table(batch, kinds, self._runtime_base, self._t0, where=self.path)
-                # The rows are in the table now, in about an eighth of their memory: log() may
-                # go on while the segment is written and fsynced. A failed write keeps the table.
-                converted = Batch(range(0), [], table.nbytes // CELL_BYTES + 1, table)
-                self._backlog[0] = converted
-                self._made_room(batch, converted)
-                batch = converted
+                self._convert_next()  # this one, unless a waiting log() converted it first
+                continue
             if table.num_rows == 0:  # every row of the batch was refused (logged)
-                self._backlog.pop(0)
+                with self._convert_lock:
+                    self._backlog.pop(0)
                 self._made_room(batch)
                 continue
+            group = self._segment_group()
+            ahead = self._backlog[len(group) : len(group) + 1]
+            full = sum(len(b.table) for b in group if b.table is not None) >= self._chunk
+            if ahead and ahead[0].table is None and not full:
+                self._convert_next()  # the segment is not full yet: convert its next slice
+                continue
+            if len(group) > 1:
+                table = pa.concat_tables([b.table for b in group], promote_options="default")
             try:
                 entry = segments.write(self.dir, self.attempt, self._seq, table, meta)
             except FileExistsError:
@@ -750,8 +848,24 @@ class Run:
                 raise
             self._seq += 1
             self._pending.append(entry)
-            self._backlog.pop(0)
-            self._made_room(batch, written=True)
+            with self._convert_lock:
+                del self._backlog[: len(group)]
+            for done in group:
+                self._made_room(done, written=True)
+
+    def _segment_group(self) -> list[Batch]:
+        """The converted batches at the head of the backlog that make one segment: as many
+        as fit in a segment's rows (log()'s small steps, ``_help``, joined again)."""
+        group: list[Batch] = []
+        rows = 0
+        for b in list(self._backlog):
+            if b.table is None or not b.table.num_rows:
+                break
+            if group and rows + b.table.num_rows > self._chunk:
+                break
+            group.append(b)
+            rows += b.table.num_rows
+        return group
 
     def _commit(
         self,

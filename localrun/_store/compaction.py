@@ -49,18 +49,20 @@ last part's position, before any newer segment.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from . import atomic, segments
 from . import manifest as mf
-from . import segments
-from .layout import HISTORY, inside, segment_name
+from .layout import HISTORY, inside, safe_dir, segment_name
 from .records import Revision, SegmentEntry
+from .safe_io import open_inside
 from .segments import COMPACTION
 
 ORIGIN = segments.ORIGIN
@@ -185,50 +187,50 @@ def execute(
     """Write the merge's files, named ``names`` (``job.outputs`` of them, in the writing
     attempt's namespace), and return their entries, the visible one first.
 
+    The merge streams: each part is read one row group at a time and written through one
+    Parquet writer whose schema is unified up front from the parts' footers, so its memory is
+    a row group or two (:data:`ROW_GROUP_ROWS`), not the merge (a second-level merge of a long
+    run holds millions of rows). A split merge reads the parts that give hidden rows twice.
+
     The hidden file is written before the visible one, so a visible merged file on disk always
     has its partner (what a rebuild from footers relies on). On any failure, or when ``stop()``
-    says so between parts, the files written so far are removed (they were never listed) and
-    the error (or :class:`Stopped`) is raised.
+    says so between row groups, the files written so far are removed (they were never listed)
+    and the error (or :class:`Stopped`) is raised.
     """
     bounds = [None] * len(job.parts) if job.hidden else inner_bounds(job.rewinds, job.parts)
-    keep: list[pa.Table] = []
-    hide: list[pa.Table] = []
-    hide_at: Position | None = None
-    origins: list[list[int]] = []
-    for part, b in zip(job.parts, bounds, strict=True):
+    schemas, origins = [], []
+    for part in job.parts:
         if stop():
             raise Stopped
-        table = segments.read_table(run_dir, part["file"])
-        origins.extend(_origins_of(table, part))
-        table = _with_origin(table, part)
-        if b is not None and part["max_step"] > b:
-            mask = pc.less_equal(table.column("_step"), b)
-            keep.append(table.filter(mask))
-            hide.append(table.filter(pc.invert(mask)))
-            hide_at = hide_at or position(part)
-        else:
-            keep.append(table)
+        schema = _footer_schema(run_dir, part["file"])
+        origins.extend(_origins_of(schema, part))
+        schemas.append(_origin_schema(schema))
+    schema = pa.unify_schemas(schemas, promote_options="default")
     record: dict[str, Any] = {
         "parts": [p["file"] for p in job.parts],
         "origins": _ranges(origins),
         "rewinds": [list(r) for r in job.rewinds],
     }
+    merge = _Merge(run_dir, job.parts, schema, meta, stop)
     written: list[str] = []
     try:
         if job.hidden:
             first = position(job.parts[0])
-            return [_write(run_dir, names[0], keep, first, job.level, True, record, meta, written)]
+            everything = [(p, None, True) for p in job.parts]
+            return [merge.write(names[0], everything, first, job.level, True, record, written)]
         split: SegmentEntry | None = None
-        if job.splits and hide and hide_at is not None:
-            if stop():
-                raise Stopped
+        hiding = [
+            (p, b, False)
+            for p, b in zip(job.parts, bounds, strict=True)
+            if b is not None and p["max_step"] > b
+        ]
+        if job.splits and hiding:
             rec = {**record, "partner": _file(names[0])}
-            split = _write(run_dir, names[1], hide, hide_at, 0, True, rec, meta, written)
-        if stop():
-            raise Stopped
+            split = merge.write(names[1], hiding, position(hiding[0][0]), 0, True, rec, written)
         rec = {**record, "partner": split["file"] if split else None}
         last = position(job.parts[-1])
-        out = [_write(run_dir, names[0], keep, last, job.level, False, rec, meta, written)]
+        keeping = [(p, b, True) for p, b in zip(job.parts, bounds, strict=True)]
+        out = [merge.write(names[0], keeping, last, job.level, False, rec, written)]
         return [*out, split] if split else out
     except BaseException:
         for rel in written:
@@ -240,30 +242,180 @@ def _file(name: Position) -> str:
     return f"{HISTORY}/{segment_name(*name)}"
 
 
-def _write(
-    run_dir: Path,
-    name: Position,
-    tables: list[pa.Table],
-    pos: Position,
-    lvl: int,
-    hidden: bool,
-    record: dict[str, Any],
-    meta: dict[str, Any],
-    written: list[str],
-) -> SegmentEntry:
-    """One merged file, its footer saying what it is; its entry sits at ``pos``."""
-    table = pa.concat_tables(tables, promote_options="default")
-    rec = {**record, "attempt": pos[0], "seq": pos[1], "level": lvl, "hidden": hidden}
-    entry = segments.write(run_dir, name[0], name[1], table, {**meta, COMPACTION: rec})
-    written.append(entry["file"])
-    steps = pc.min_max(table.column("_step"))
-    entry["attempt"], entry["seq"] = pos
-    entry["min_step"] = int(steps["min"].as_py())
-    entry["max_step"] = int(steps["max"].as_py())
-    entry["level"] = lvl
-    if hidden:
-        entry["hidden"] = True
-    return entry
+ROW_GROUP_ROWS = 1 << 17  # rows a merge buffers before it writes them as one row group
+ROW_GROUP_BYTES = 64 << 20  # or this many bytes of Arrow memory (wide rows)
+
+# (part, bound, keep): the part's rows at or below ``bound`` when ``keep``, above it when not
+# (no bound: every row).
+Source = tuple[SegmentEntry, int | None, bool]
+
+
+class _ReadFailed(Exception):
+    """A part could not be read during a write: carried through ``atomic.publish_file`` (which
+    would report an ``OSError`` as a failed *write*) and raised as it was."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Merge:
+    """Streams the rows of parts into merged files of one unified schema."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        parts: tuple[SegmentEntry, ...],
+        schema: pa.Schema,
+        meta: dict[str, Any],
+        stop: Callable[[], bool],
+    ) -> None:
+        self.run_dir, self.parts, self.schema = run_dir, parts, schema
+        self.meta, self.stop = meta, stop
+
+    def write(
+        self,
+        name: Position,
+        sources: Sequence[Source],
+        pos: Position,
+        lvl: int,
+        hidden: bool,
+        record: dict[str, Any],
+        written: list[str],
+    ) -> SegmentEntry:
+        """One merged file of ``sources``' rows, its footer saying what it is; its entry sits
+        at ``pos``."""
+        if self.stop():
+            raise Stopped
+        rec = {**record, "attempt": pos[0], "seq": pos[1], "level": lvl, "hidden": hidden}
+        footer = json.dumps({**self.meta, COMPACTION: rec}, default=str).encode()
+        schema = self.schema.with_metadata({segments.META_KEY: footer})
+        stats = _Stats()
+
+        def produce(path: Path) -> None:
+            options = segments.write_options(schema.empty_table())
+            with pq.ParquetWriter(path, schema, **options) as writer:
+                for table in _row_groups(self._pieces(sources)):
+                    stats.add(table)
+                    writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            if stats.rows == 0:
+                raise ValueError("a segment holds at least one row; the merge found none")
+
+        try:
+            hist = safe_dir(self.run_dir, HISTORY)
+        except OSError as exc:  # the run folder vanished, the disk is read-only or full
+            raise atomic.storage_error(exc, "create the folder", self.run_dir / HISTORY) from exc
+        final = hist / segment_name(*name)
+        try:
+            atomic.publish_file(final, produce)
+        except _ReadFailed as failed:
+            raise failed.error from None
+        rel = f"{HISTORY}/{final.name}"
+        written.append(rel)
+        entry: SegmentEntry = {
+            "file": rel,
+            "attempt": pos[0],
+            "seq": pos[1],
+            "rows": stats.rows,
+            "min_step": stats.lo,
+            "max_step": stats.hi,
+            "bytes": final.stat().st_size,
+            "level": lvl,
+        }
+        if hidden:
+            entry["hidden"] = True
+        return entry
+
+    def _pieces(self, sources: Sequence[Source]) -> Iterator[pa.Table]:
+        """Each source's rows, a row group at a time, in the merge's schema."""
+        for part, bound, keep in sources:
+            for table in _read_groups(self.run_dir, part, self.stop):
+                table = _with_origin(table, part)
+                if bound is not None and part["max_step"] > bound:
+                    mask = pc.less_equal(table.column("_step"), bound)
+                    table = table.filter(mask if keep else pc.invert(mask))
+                if table.num_rows:
+                    yield _conform(table, self.schema)
+
+
+class _Stats:
+    """Rows and step range of what a merge wrote."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.lo = 0
+        self.hi = 0
+
+    def add(self, table: pa.Table) -> None:
+        steps = pc.min_max(table.column("_step"))
+        lo, hi = int(steps["min"].as_py()), int(steps["max"].as_py())
+        self.lo, self.hi = (lo, hi) if not self.rows else (min(self.lo, lo), max(self.hi, hi))
+        self.rows += table.num_rows
+
+
+def _row_groups(pieces: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """The pieces regrouped into tables of about :data:`ROW_GROUP_ROWS` rows (many small
+    flushes make one row group: compression and reads want them large; memory wants them
+    bounded)."""
+    held: list[pa.Table] = []
+    rows = nbytes = 0
+    for table in pieces:
+        held.append(table)
+        rows += table.num_rows
+        nbytes += table.nbytes
+        if rows >= ROW_GROUP_ROWS or nbytes >= ROW_GROUP_BYTES:
+            yield pa.concat_tables(held)
+            held, rows, nbytes = [], 0, 0
+    if held:
+        yield pa.concat_tables(held)
+
+
+def _read_groups(run_dir: Path, part: SegmentEntry, stop: Callable[[], bool]) -> Iterator[pa.Table]:
+    """A part's rows, one row group at a time (checking ``stop`` before each)."""
+    rel = part["file"]
+    try:
+        with open_inside(run_dir, rel, "segment") as f:
+            try:
+                pf = pq.ParquetFile(f)
+                for g in range(pf.num_row_groups):
+                    if stop():
+                        raise Stopped
+                    yield pf.read_row_group(g)
+            except segments.DAMAGE_ERRORS as exc:
+                raise segments.damaged(run_dir, str(rel), exc) from exc
+    except Stopped:
+        raise
+    except Exception as exc:  # raised as it is once out of publish_file
+        raise _ReadFailed(exc) from exc
+
+
+def _footer_schema(run_dir: Path, rel: str) -> pa.Schema:
+    """A part's Arrow schema and footer metadata, from its footer alone."""
+    with open_inside(run_dir, rel, "segment") as f:
+        try:
+            return pq.read_schema(f)
+        except segments.DAMAGE_ERRORS as exc:
+            raise segments.damaged(run_dir, rel, exc) from exc
+
+
+def _origin_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema of a part's rows once :func:`_with_origin` added their origin columns."""
+    schema = schema.remove_metadata()
+    for name in ORIGIN:
+        if name not in schema.names:
+            schema = schema.append(pa.field(name, pa.int64()))
+    return schema
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in the merge's ``schema``: its columns cast (an all-null column of a part
+    takes the key's kind), nulls for the keys it lacks."""
+    n = table.num_rows
+    have = set(table.column_names)
+    arrays = [
+        table.column(f.name).cast(f.type) if f.name in have else pa.nulls(n, f.type) for f in schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _with_origin(table: pa.Table, part: SegmentEntry) -> pa.Table:
@@ -277,8 +429,8 @@ def _with_origin(table: pa.Table, part: SegmentEntry) -> pa.Table:
     return table
 
 
-def _origins_of(table: pa.Table, part: SegmentEntry) -> list[list[int]]:
-    raw = (table.schema.metadata or {}).get(segments.META_KEY)
+def _origins_of(schema: pa.Schema, part: SegmentEntry) -> list[list[int]]:
+    raw = (schema.metadata or {}).get(segments.META_KEY)
     rec = segments.compaction_record(json.loads(raw) if raw else {})
     if rec is None:
         return [[part["attempt"], part["seq"], part["seq"]]]
