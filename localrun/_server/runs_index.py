@@ -18,6 +18,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -41,6 +42,8 @@ OPS = ("<=", ">=", "!=", "=", "<", ">", "~")  # longest first: "<=" is not "<" t
 _WHERE = re.compile(r"^(config|summary)\.([^<>=!~]+)(<=|>=|!=|=|<|>|~)(.*)$", re.DOTALL)
 NOTES_CHARS = 200
 BULK = 50  # runs of a project new to the index from which it is read through its listing
+PARALLEL = 16  # runs to read from which they are read in threads
+READERS = 8
 # A run folder that cannot be read for these reasons is listed as damaged (as Api.runs does).
 _UNREADABLE = (RunNotFoundError, CorruptRunError, FormatVersionError)
 MAX_LIMIT = 1000
@@ -273,15 +276,14 @@ class RunsIndex:
                     continue
                 changed = self._keep(folder, entry, fresh, records) or changed
             listed = self._bulk(project) if len(stale) >= BULK else {}
-            for folder in stale:
-                if os.path.islink(folder):
-                    continue  # a link could lead anywhere: the run routes refuse it too
-                try:
-                    entry = self._entry(listed.get(folder) or StoredRun(Path(folder)))
-                except _UNREADABLE as exc:
-                    failed[folder] = exc
+            for folder, read in zip(stale, _each(_read, stale, listed), strict=True):
+                if read is None:
                     continue
-                self._keep(folder, entry, fresh, records)
+                if isinstance(read, LocalrunError):
+                    failed[folder] = read
+                    continue
+                self.reads += 1
+                self._keep(folder, read, fresh, records)
                 changed = True
             if failed:
                 found, news = self._judge(project, failed)
@@ -312,25 +314,6 @@ class RunsIndex:
         run's newest revision, so only that one file is read per run, when first asked."""
         runs, _ = self.api.runs_and_damaged(project)
         return {os.fspath(run.dir): run for run in runs}
-
-    def _entry(self, run: StoredRun) -> _Entry:
-        """The index's entry of a run: its record, and how to tell it is still current."""
-        self.reads += 1
-        found = details(run)  # reads the revision (its config, summary, notes...)
-        m = run.manifest
-        record = RunRecord(
-            project=run.project,
-            id=run.id,
-            state=run.state,
-            created=run.created,
-            updated=run.updated,
-            last_step=run.last_step,
-            attempts=len(run.attempts),
-            rev=run.rev,
-            details=found,
-        )
-        identity = listing.revision_identity(os.fspath(run.dir), run.rev)
-        return _Entry(run.rev, identity, str(m.get("state", "running")), m.get("owner"), record)
 
     def _judge(
         self, project: str, failed: dict[str, LocalrunError]
@@ -369,6 +352,46 @@ class RunsIndex:
                 self._pages.clear()
             self._pages[query] = (self.generation, found)
         return found
+
+
+def _each(
+    read: Callable[[str, dict[str, StoredRun]], _Entry | LocalrunError | None],
+    folders: list[str],
+    listed: dict[str, StoredRun],
+) -> list[_Entry | LocalrunError | None]:
+    """``read`` of every folder, in order; many at once in threads (reading a revision waits
+    on the disk, NFS most of all, and waiting threads release the GIL)."""
+    if len(folders) < PARALLEL:
+        return [read(f, listed) for f in folders]
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        return list(pool.map(lambda f: read(f, listed), folders))
+
+
+def _read(folder: str, listed: dict[str, StoredRun]) -> _Entry | LocalrunError | None:
+    """The entry of the run in ``folder`` (read the normal way, its newest revision; through
+    ``listed`` if the project's listing found it), why it cannot be read, or None for a
+    symbolic link (it could lead anywhere: the run routes refuse it too)."""
+    if os.path.islink(folder):
+        return None
+    try:
+        run = listed.get(folder) or StoredRun(Path(folder))
+        found = details(run)  # reads the revision (its config, summary, notes...)
+    except _UNREADABLE as exc:
+        return exc
+    m = run.manifest
+    record = RunRecord(
+        project=run.project,
+        id=run.id,
+        state=run.state,
+        created=run.created,
+        updated=run.updated,
+        last_step=run.last_step,
+        attempts=len(run.attempts),
+        rev=run.rev,
+        details=found,
+    )
+    identity = listing.revision_identity(folder, run.rev)
+    return _Entry(run.rev, identity, str(m.get("state", "running")), m.get("owner"), record)
 
 
 def _unchanged(folder: str, entry: _Entry) -> bool:
