@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,10 @@ def test_runs_cache_rereads_only_changed_runs(tmp_path: Path) -> None:
             run.log({"loss": 1.0})
     client = Client(root)
     index = _index(client)
+    deadline = time.monotonic() + 60
+    while index.reads < 3 and time.monotonic() < deadline:  # the app fills it unasked
+        time.sleep(0.01)
+    assert index.reads == 3
     assert len(client.json("/api/v1/runs")["runs"]) == 3
     assert index.reads == 3
     client.json("/api/v1/runs", params={"q": "r1"})
@@ -841,8 +846,6 @@ def test_a_project_of_many_runs_is_read_once(tmp_path: Path) -> None:
 
 
 def test_system_series_by_time(tmp_path: Path) -> None:
-    import time
-
     root = tmp_path / "runs"
     with localrun.init(project="s", id="r", dir=root, console=False, system_metrics=0.05) as run:
         for step in range(5):
