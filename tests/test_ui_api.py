@@ -863,3 +863,48 @@ def test_system_series_by_time(tmp_path: Path) -> None:
     assert all(abs(x - time.time()) < 600 for x in rss["x"])  # epoch seconds
     default = client.json("/api/v1/runs/s/r/series", params={"stream": "system", "x": "relative"})
     assert {d["key"] for d in default["series"]} == set(keys)
+
+
+def _first_visible_steps(stored: Any) -> dict[int, int]:
+    """The oracle: each attempt's first visible step, found by matching the visible rows to
+    the rows of every attempt by (step, timestamp)."""
+    visible = stored.history()
+    everything = stored.history(all_attempts=True)
+    origin = {
+        (s, t): a
+        for s, t, a in zip(
+            everything["_step"].to_pylist(),
+            everything["_timestamp"].to_pylist(),
+            everything["_attempt"].to_pylist(),
+            strict=True,
+        )
+    }
+    firsts: dict[int, int] = {}
+    for s, t in zip(visible["_step"].to_pylist(), visible["_timestamp"].to_pylist(), strict=True):
+        a = origin[(s, t)]
+        firsts[a] = min(firsts.get(a, s), s)
+    return firsts
+
+
+def test_resume_markers_across_rewinds_and_compaction(tmp_path: Path) -> None:
+    """Many attempts, some resumed from older checkpoints and one rewound mid-attempt, then
+    merged across attempts by compaction: each marker sits at its attempt's first visible row."""
+    from tests.test_compaction import _make_attempts, _resume_once
+
+    root = tmp_path / "runs"
+    _make_attempts(root, n=6)
+    client = Client(root)
+    stored = localrun.Api(root).run("p/r")
+    expected = _first_visible_steps(stored)
+    assert stored.manifest["rewinds"] and len(expected) == 6
+
+    def markers() -> dict[int, int]:
+        answer = client.json("/api/v1/runs/p/r/series", params={"key": "loss"})
+        return {m["attempt"]: m["step"] for m in answer["attempts"]}
+
+    assert markers() == {a: s for a, s in expected.items() if a > 1}
+    _resume_once(root)  # attempt 7 logs nothing and merges the earlier attempts' segments
+    stored = localrun.Api(root).run("p/r")
+    assert any(s.get("level") for s in stored.manifest["segments"])  # really merged
+    assert _first_visible_steps(stored) == expected
+    assert markers() == {a: s for a, s in expected.items() if a > 1}
