@@ -908,3 +908,28 @@ def test_resume_markers_across_rewinds_and_compaction(tmp_path: Path) -> None:
     assert any(s.get("level") for s in stored.manifest["segments"])  # really merged
     assert _first_visible_steps(stored) == expected
     assert markers() == {a: s for a, s in expected.items() if a > 1}
+
+
+def test_a_damaged_run_is_read_again_only_when_its_files_change(tmp_path: Path) -> None:
+    """Reading a damaged revision waits for a writer that might be finishing it: a poll of
+    the runs page must not pay that for a run that is still the same damaged run."""
+    root = tmp_path / "runs"
+    for run_id in ("ok", "bad"):
+        with localrun.init(
+            project="d", id=run_id, dir=root, console=False, system_metrics=False
+        ) as run:
+            run.log({"loss": 1.0})
+    bad = root / "d" / "bad"
+    revisions = sorted((bad / "log").iterdir())
+    kept = revisions[-1].read_bytes()
+    for f in [bad / "manifest.json", *revisions]:
+        f.write_bytes(b"garbage")
+    client = Client(root)
+    index = _index(client)
+    assert client.json("/api/v1/runs", params={"state": "damaged"})["total"] == 1
+    assert index.reads == 2
+    assert client.json("/api/v1/runs", params={"state": "damaged"})["total"] == 1
+    assert index.reads == 2  # nothing re-read
+    revisions[-1].write_bytes(kept)  # put back by hand: the run reads again
+    rows = {r["id"]: r["state"] for r in client.json("/api/v1/runs")["runs"]}
+    assert rows == {"ok": "finished", "bad": "finished"} and index.reads == 3

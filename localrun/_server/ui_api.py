@@ -40,6 +40,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from .. import Api, _query_series
+from .._query import damage_of
 from .._store.layout import check_file_name, sanitize_id
 from .._store.safe_io import open_inside
 from ..errors import (
@@ -279,13 +280,11 @@ def _load(api: Api, path: str) -> StoredRun:
     try:
         return api.run(path)
     except (RunNotFoundError, CorruptRunError, FormatVersionError) as exc:
-        for d in api.damaged_runs(project):
-            if d.id == run_id:
-                raise Damaged(project, run_id, d.problem) from None
-        if isinstance(exc, RunNotFoundError):
+        problem = damage_of(folder, exc)  # None: nothing of a run in the folder
+        if problem is None:
             message = f"no run {path} in this root; the runs page lists the runs there"
             raise Refused(404, message) from None
-        raise Damaged(project, run_id, str(exc)) from None
+        raise Damaged(project, run_id, problem) from None
 
 
 def _is_link(path: Path) -> bool:
