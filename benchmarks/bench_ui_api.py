@@ -120,7 +120,10 @@ def main() -> None:
 
 
 async def measure(root: Path, runs: int, repeat: int) -> None:
-    app = create_app(root, token=None, pushes=False)
+    base = timed(lambda: read_manifests(root), repeat)
+    assert base[2] == runs
+    t0, c0 = time.perf_counter(), time.process_time()
+    app = create_app(root, token=None, pushes=False)  # starts filling the cache
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
 
@@ -138,13 +141,12 @@ async def measure(root: Path, runs: int, repeat: int) -> None:
                 cpus.append(time.process_time() - c0)
             return statistics.median(walls), statistics.median(cpus), out
 
-        base = timed(lambda: read_manifests(root), repeat)
-        assert base[2] == runs
-        first = await atimed(lambda: get({}), 1)
+        answer = await get({})
+        first = (time.perf_counter() - t0, time.process_time() - c0, answer)
         assert first[2].json()["total"] == runs
         rows: list[tuple[str, float, float]] = [
             ("read every manifest.json (baseline)", base[0], base[1]),
-            ("GET /api/v1/runs, first (fills the cache)", first[0], first[1]),
+            ("app made, then its first GET /api/v1/runs (fills the cache)", first[0], first[1]),
         ]
         cases = {
             "GET /api/v1/runs (page 1 of 100, newest first)": {},

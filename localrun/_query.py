@@ -339,6 +339,13 @@ class Api:
         return None if key.startswith("dir-") else key
 
 
+def damage_of(folder: str | os.PathLike[str], error: LocalrunError) -> str | None:
+    """What is wrong with a run folder that ``error`` says cannot be read: the problem
+    ``damaged_runs`` gives it, or None when nothing of a run is in the folder. For a reader
+    that met the error itself (the dashboard, one run), without walking the project."""
+    return _problem(listing.Listed(os.fspath(folder), error=error))
+
+
 def _problem(found: listing.Listed) -> str | None:
     """What is wrong with a run folder that cannot be read, relative to it (None: nothing of
     a run is in it: an empty or foreign folder is not a damaged run)."""

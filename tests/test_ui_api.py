@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,10 @@ def test_runs_cache_rereads_only_changed_runs(tmp_path: Path) -> None:
             run.log({"loss": 1.0})
     client = Client(root)
     index = _index(client)
+    deadline = time.monotonic() + 60
+    while index.reads < 3 and time.monotonic() < deadline:  # the app fills it unasked
+        time.sleep(0.01)
+    assert index.reads == 3
     assert len(client.json("/api/v1/runs")["runs"]) == 3
     assert index.reads == 3
     client.json("/api/v1/runs", params={"q": "r1"})
@@ -841,8 +846,6 @@ def test_a_project_of_many_runs_is_read_once(tmp_path: Path) -> None:
 
 
 def test_system_series_by_time(tmp_path: Path) -> None:
-    import time
-
     root = tmp_path / "runs"
     with localrun.init(project="s", id="r", dir=root, console=False, system_metrics=0.05) as run:
         for step in range(5):
@@ -860,3 +863,73 @@ def test_system_series_by_time(tmp_path: Path) -> None:
     assert all(abs(x - time.time()) < 600 for x in rss["x"])  # epoch seconds
     default = client.json("/api/v1/runs/s/r/series", params={"stream": "system", "x": "relative"})
     assert {d["key"] for d in default["series"]} == set(keys)
+
+
+def _first_visible_steps(stored: Any) -> dict[int, int]:
+    """The oracle: each attempt's first visible step, found by matching the visible rows to
+    the rows of every attempt by (step, timestamp)."""
+    visible = stored.history()
+    everything = stored.history(all_attempts=True)
+    origin = {
+        (s, t): a
+        for s, t, a in zip(
+            everything["_step"].to_pylist(),
+            everything["_timestamp"].to_pylist(),
+            everything["_attempt"].to_pylist(),
+            strict=True,
+        )
+    }
+    firsts: dict[int, int] = {}
+    for s, t in zip(visible["_step"].to_pylist(), visible["_timestamp"].to_pylist(), strict=True):
+        a = origin[(s, t)]
+        firsts[a] = min(firsts.get(a, s), s)
+    return firsts
+
+
+def test_resume_markers_across_rewinds_and_compaction(tmp_path: Path) -> None:
+    """Many attempts, some resumed from older checkpoints and one rewound mid-attempt, then
+    merged across attempts by compaction: each marker sits at its attempt's first visible row."""
+    from tests.test_compaction import _make_attempts, _resume_once
+
+    root = tmp_path / "runs"
+    _make_attempts(root, n=6)
+    client = Client(root)
+    stored = localrun.Api(root).run("p/r")
+    expected = _first_visible_steps(stored)
+    assert stored.manifest["rewinds"] and len(expected) == 6
+
+    def markers() -> dict[int, int]:
+        answer = client.json("/api/v1/runs/p/r/series", params={"key": "loss"})
+        return {m["attempt"]: m["step"] for m in answer["attempts"]}
+
+    assert markers() == {a: s for a, s in expected.items() if a > 1}
+    _resume_once(root)  # attempt 7 logs nothing and merges the earlier attempts' segments
+    stored = localrun.Api(root).run("p/r")
+    assert any(s.get("level") for s in stored.manifest["segments"])  # really merged
+    assert _first_visible_steps(stored) == expected
+    assert markers() == {a: s for a, s in expected.items() if a > 1}
+
+
+def test_a_damaged_run_is_read_again_only_when_its_files_change(tmp_path: Path) -> None:
+    """Reading a damaged revision waits for a writer that might be finishing it: a poll of
+    the runs page must not pay that for a run that is still the same damaged run."""
+    root = tmp_path / "runs"
+    for run_id in ("ok", "bad"):
+        with localrun.init(
+            project="d", id=run_id, dir=root, console=False, system_metrics=False
+        ) as run:
+            run.log({"loss": 1.0})
+    bad = root / "d" / "bad"
+    revisions = sorted((bad / "log").iterdir())
+    kept = revisions[-1].read_bytes()
+    for f in [bad / "manifest.json", *revisions]:
+        f.write_bytes(b"garbage")
+    client = Client(root)
+    index = _index(client)
+    assert client.json("/api/v1/runs", params={"state": "damaged"})["total"] == 1
+    assert index.reads == 2
+    assert client.json("/api/v1/runs", params={"state": "damaged"})["total"] == 1
+    assert index.reads == 2  # nothing re-read
+    revisions[-1].write_bytes(kept)  # put back by hand: the run reads again
+    rows = {r["id"]: r["state"] for r in client.json("/api/v1/runs")["runs"]}
+    assert rows == {"ok": "finished", "bad": "finished"} and index.reads == 3

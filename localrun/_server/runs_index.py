@@ -1,11 +1,13 @@
 """The runs page's data: every run of a root as a typed record, cached by revision.
 
-Listing 10,000 runs is cheap (``Api.runs_and_damaged`` reads each project's listing index),
-but a run's config, summary, tags and notes live in its revision, one JSON file a run: reading
-them all at every poll of the runs page would cost seconds. So :class:`RunsIndex` keeps what it
-read per run, keyed by the run's revision (and creation time: a folder made anew is another
-run), and re-reads only runs whose revision changed. Fields that change without a commit (a
-"running" run whose owner died shows as "crashed") come from the listing at every request.
+A run's config, summary, tags and notes live in its newest revision, one JSON file a run:
+reading 10,000 of them at every poll of the runs page would cost seconds. So
+:class:`RunsIndex` keeps what it read per run with the revision it read and that file's
+identity, and at each request proves per run, with the listing index's own check
+(``listing.still_newest``: two lookups, no read), that the revision is still the newest; only
+runs that fail it are read again (a project's first fill through its listing, in threads).
+The state is derived again at every request (a "running" run whose owner died shows as
+"crashed" without a commit), and a damaged run is read again only when its files change.
 
 Filters, sorting and paging work on :class:`RunRecord` values, so a typo in a field name is a
 type error, not a silently empty column.
@@ -18,13 +20,15 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from .. import Api
-from .._query import StoredRun, shown_state
+from .._query import StoredRun, damage_of, shown_state
 from .._store import listing
+from .._store.layout import LOG, MANIFEST
 from .._store.records import Owner
 from ..errors import (
     CorruptRunError,
@@ -41,6 +45,8 @@ OPS = ("<=", ">=", "!=", "=", "<", ">", "~")  # longest first: "<=" is not "<" t
 _WHERE = re.compile(r"^(config|summary)\.([^<>=!~]+)(<=|>=|!=|=|<|>|~)(.*)$", re.DOTALL)
 NOTES_CHARS = 200
 BULK = 50  # runs of a project new to the index from which it is read through its listing
+PARALLEL = 16  # runs to read from which they are read in threads
+READERS = 8
 # A run folder that cannot be read for these reasons is listed as damaged (as Api.runs does).
 _UNREADABLE = (RunNotFoundError, CorruptRunError, FormatVersionError)
 MAX_LIMIT = 1000
@@ -243,10 +249,10 @@ class RunsIndex:
     """
 
     api: Api
-    reads: int = 0  # runs read (the tests check the cache works by this)
+    reads: int = 0  # run folders read, damaged ones too (the tests check the cache by it)
     generation: int = 0  # bumped whenever a record changes
     _cache: dict[str, _Entry] = field(default_factory=dict)
-    _damaged: dict[str, tuple[str, RunRecord | None]] = field(default_factory=dict)
+    _damaged: dict[str, tuple[Fingerprint, RunRecord | None]] = field(default_factory=dict)
     _pages: dict[Query, tuple[int, Page]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -258,7 +264,7 @@ class RunsIndex:
     def _records(self) -> tuple[list[str], list[RunRecord]]:
         projects = self.api.projects()
         fresh: dict[str, _Entry] = {}
-        damaged: dict[str, tuple[str, RunRecord | None]] = {}
+        damaged: dict[str, tuple[Fingerprint, RunRecord | None]] = {}
         records: list[RunRecord] = []
         changed = False
         for project in projects:
@@ -272,22 +278,24 @@ class RunsIndex:
                     stale.append(folder)
                     continue
                 changed = self._keep(folder, entry, fresh, records) or changed
+            stale = self._still_damaged(stale, damaged, records)
             listed = self._bulk(project) if len(stale) >= BULK else {}
-            for folder in stale:
-                if os.path.islink(folder):
-                    continue  # a link could lead anywhere: the run routes refuse it too
-                try:
-                    entry = self._entry(listed.get(folder) or StoredRun(Path(folder)))
-                except _UNREADABLE as exc:
-                    failed[folder] = exc
+            for folder, read in zip(stale, _each(_read, stale, listed), strict=True):
+                if read is None:
                     continue
-                self._keep(folder, entry, fresh, records)
+                self.reads += 1
+                if isinstance(read, LocalrunError):
+                    failed[folder] = read
+                    continue
+                self._keep(folder, read, fresh, records)
                 changed = True
-            if failed:
-                found, news = self._judge(project, failed)
-                damaged.update(found)
-                changed = changed or news
-                records += [r for _, r in found.values() if r is not None]
+            for folder, exc in failed.items():
+                problem = damage_of(folder, exc)
+                name = os.path.basename(folder)
+                record = RunRecord(project, name, "damaged", problem=problem) if problem else None
+                damaged[folder] = (_fingerprint(folder), record)
+                records += [record] if record is not None else []
+                changed = True
         if changed or fresh.keys() != self._cache.keys() or damaged.keys() != self._damaged.keys():
             self.generation += 1
             self._pages.clear()
@@ -313,44 +321,24 @@ class RunsIndex:
         runs, _ = self.api.runs_and_damaged(project)
         return {os.fspath(run.dir): run for run in runs}
 
-    def _entry(self, run: StoredRun) -> _Entry:
-        """The index's entry of a run: its record, and how to tell it is still current."""
-        self.reads += 1
-        found = details(run)  # reads the revision (its config, summary, notes...)
-        m = run.manifest
-        record = RunRecord(
-            project=run.project,
-            id=run.id,
-            state=run.state,
-            created=run.created,
-            updated=run.updated,
-            last_step=run.last_step,
-            attempts=len(run.attempts),
-            rev=run.rev,
-            details=found,
-        )
-        identity = listing.revision_identity(os.fspath(run.dir), run.rev)
-        return _Entry(run.rev, identity, str(m.get("state", "running")), m.get("owner"), record)
-
-    def _judge(
-        self, project: str, failed: dict[str, LocalrunError]
-    ) -> tuple[dict[str, tuple[str, RunRecord | None]], bool]:
-        """The damaged runs among ``failed`` (unreadable folders) with the listing's problem
-        text; folders with nothing of a run in them are no runs (None). The problem is asked
-        of ``Api.damaged_runs`` only when a folder's error is new (a project walk)."""
-        found: dict[str, tuple[str, RunRecord | None]] = {}
-        for folder, exc in failed.items():
+    def _still_damaged(
+        self,
+        folders: list[str],
+        damaged: dict[str, tuple[Fingerprint, RunRecord | None]],
+        out: list[RunRecord],
+    ) -> list[str]:
+        """``folders`` but those found damaged before whose files have not changed since: they
+        are taken as they were, not read again (reading a damaged revision waits for a writer
+        that might be finishing it, a second or more per run at every poll)."""
+        rest = []
+        for folder in folders:
             known = self._damaged.get(folder)
-            if known is not None and known[0] == str(exc):
-                found[folder] = known
-        if len(found) == len(failed):
-            return found, False
-        problems = {os.fspath(d.dir): d for d in self.api.damaged_runs(project) if d.dir}
-        for folder, exc in failed.items():
-            d = problems.get(folder)
-            record = RunRecord(d.project, d.id, "damaged", problem=d.problem) if d else None
-            found[folder] = (str(exc), record)
-        return found, True
+            if known is not None and known[0] == _fingerprint(folder):
+                damaged[folder] = known
+                out += [known[1]] if known[1] is not None else []
+            else:
+                rest.append(folder)
+        return rest
 
     def page(self, query: Query) -> Page:
         """The runs ``query`` selects, sorted and paged."""
@@ -369,6 +357,69 @@ class RunsIndex:
                 self._pages.clear()
             self._pages[query] = (self.generation, found)
         return found
+
+
+def _each(
+    read: Callable[[str, dict[str, StoredRun]], _Entry | LocalrunError | None],
+    folders: list[str],
+    listed: dict[str, StoredRun],
+) -> list[_Entry | LocalrunError | None]:
+    """``read`` of every folder, in order; many at once in threads (reading a revision waits
+    on the disk, NFS most of all, and waiting threads release the GIL)."""
+    if len(folders) < PARALLEL:
+        return [read(f, listed) for f in folders]
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        return list(pool.map(lambda f: read(f, listed), folders))
+
+
+def _read(folder: str, listed: dict[str, StoredRun]) -> _Entry | LocalrunError | None:
+    """The entry of the run in ``folder`` (read the normal way, its newest revision; through
+    ``listed`` if the project's listing found it), why it cannot be read, or None for a
+    symbolic link (it could lead anywhere: the run routes refuse it too)."""
+    if os.path.islink(folder):
+        return None
+    try:
+        run = listed.get(folder) or StoredRun(Path(folder))
+        found = details(run)  # reads the revision (its config, summary, notes...)
+    except _UNREADABLE as exc:
+        return exc
+    m = run.manifest
+    record = RunRecord(
+        project=run.project,
+        id=run.id,
+        state=run.state,
+        created=run.created,
+        updated=run.updated,
+        last_step=run.last_step,
+        attempts=len(run.attempts),
+        rev=run.rev,
+        details=found,
+    )
+    identity = listing.revision_identity(folder, run.rev)
+    return _Entry(run.rev, identity, str(m.get("state", "running")), m.get("owner"), record)
+
+
+Fingerprint: TypeAlias = tuple[tuple[str, int, int, int], ...]
+
+
+def _fingerprint(folder: str) -> Fingerprint:
+    """The identity of a run folder's state files: ``manifest.json`` and every file in
+    ``log/`` (name, inode, size, mtime). A repair, a resume or a hand edit changes it."""
+    found = []
+    for rel in [MANIFEST, *(f"{LOG}{os.sep}{n}" for n in sorted(_names(f"{folder}{os.sep}{LOG}")))]:
+        try:
+            st = os.stat(f"{folder}{os.sep}{rel}", follow_symlinks=False)
+        except OSError:
+            continue
+        found.append((rel, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(found)
+
+
+def _names(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
 def _unchanged(folder: str, entry: _Entry) -> bool:

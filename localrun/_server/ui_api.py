@@ -23,10 +23,12 @@ costs a few bytes. Errors are ``{"error": "..."}`` naming the problem and what t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
@@ -38,12 +40,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from .. import Api, _query_series
+from .._query import damage_of
 from .._store.layout import check_file_name, sanitize_id
 from .._store.safe_io import open_inside
 from ..errors import (
     CorruptRunError,
     FormatVersionError,
     InvalidIdError,
+    LocalrunError,
     RunNotFoundError,
     UsageError,
 )
@@ -78,6 +82,10 @@ def routes(root: Path) -> list[BaseRoute]:
     """The API's routes on ``root``."""
     api = Api(root)
     index = RunsIndex(api)
+    # Fill the runs list's cache now, not at the first page load (10,000 runs: seconds).
+    threading.Thread(
+        target=_prefill, args=(index,), name="localrun-ui-prefill", daemon=True
+    ).start()
     handlers: list[tuple[str, Callable[[Request], Response]]] = [
         (f"{API}/runs", lambda r: runs_page(index, r)),
         (RUN, lambda r: run_detail(api, r)),
@@ -91,6 +99,13 @@ def routes(root: Path) -> list[BaseRoute]:
     found: list[BaseRoute] = [Route(p, _threaded(fn), methods=["GET"]) for p, fn in handlers]
     found.append(Route(f"{API}/{{rest:path}}", _no_route, methods=["GET", "HEAD"]))
     return found
+
+
+def _prefill(index: RunsIndex) -> None:
+    """Read every run once; a request meanwhile waits for it (the index's lock), then reuses
+    it. A failure here is only a slower first page (the request reports it)."""
+    with contextlib.suppress(LocalrunError, OSError):
+        index.records()
 
 
 async def _no_route(request: Request) -> Response:
@@ -265,13 +280,11 @@ def _load(api: Api, path: str) -> StoredRun:
     try:
         return api.run(path)
     except (RunNotFoundError, CorruptRunError, FormatVersionError) as exc:
-        for d in api.damaged_runs(project):
-            if d.id == run_id:
-                raise Damaged(project, run_id, d.problem) from None
-        if isinstance(exc, RunNotFoundError):
+        problem = damage_of(folder, exc)  # None: nothing of a run in the folder
+        if problem is None:
             message = f"no run {path} in this root; the runs page lists the runs there"
             raise Refused(404, message) from None
-        raise Damaged(project, run_id, str(exc)) from None
+        raise Damaged(project, run_id, problem) from None
 
 
 def _is_link(path: Path) -> bool:
