@@ -233,6 +233,8 @@ def _history_keys(run: StoredRun, keys: Sequence[str] | None) -> list[str]:
 def _markers(run: StoredRun, table: pa.Table, column: str) -> list[ResumePoint]:
     """Each later attempt's first visible step, and the x the chart draws it at there."""
     hosts = {a.get("attempt"): a.get("host") for a in run.attempts}
+    if len(hosts) <= 1:  # never resumed: no marker, and no second read of the segments
+        return []
     found = []
     for attempt, step in sorted(run.attempt_starts().items()):
         if attempt <= 1:
