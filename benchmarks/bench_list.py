@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from _table import print_table
 
@@ -120,8 +121,11 @@ def make_template(root: Path) -> Path:
     return root / "p00" / "tpl"
 
 
-def copy_runs(template: Path, root: Path, n: int) -> None:
-    """``n`` copies of ``template`` under ``root``, ids rewritten, segments hard-linked."""
+def copy_runs(
+    template: Path, root: Path, n: int, vary: Callable[[int, dict[str, Any]], None] | None = None
+) -> None:
+    """``n`` copies of ``template`` under ``root``, ids rewritten, segments hard-linked;
+    ``vary(i, manifest)`` gives copy ``i`` fields of its own (bench_ui_api.py's)."""
     jsons = {
         rel: json.loads((template / rel).read_bytes())
         for rel in [f"log/{name}" for name in sorted(os.listdir(template / "log"))]
@@ -138,6 +142,8 @@ def copy_runs(template: Path, root: Path, n: int) -> None:
         for rel, m in jsons.items():
             m = {**m, "project": project, "id": run_id, "name": run_id, "uid": f"{i:032x}"}
             m["created"] += i  # distinct creation times: the listing's order is by them
+            if vary is not None:
+                vary(i, m)
             (rdir / rel).write_text(json.dumps(m, indent=1, sort_keys=True))
         (rdir / "manifest.lock").touch()
 

@@ -46,16 +46,10 @@ from _table import print_table
 from localrun._store import manifest as mf
 from localrun._store import revisions, segments
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.ui.chromium import CHROMIUM, CHROMIUM_ARGS
+
 STATIC = Path(__file__).resolve().parents[1] / "localrun" / "_server" / "static"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TITLE = "Dashboard in headless Chromium (bench_ui.py)"
 REPEAT = int(os.environ.get("BENCH_UI_REPEAT", "5"))
 METRICS = ["loss", "acc", "lr", "grad_norm", "val_loss"]
@@ -289,7 +283,7 @@ def main() -> None:
         pages = make_roots(work)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
-                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
             )
             for label, (root, page_path) in pages.items():
                 proc, url = start_ui(root)

@@ -31,31 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 from _table import print_table
-from bench_list import PROJECTS, make_template
+from bench_list import copy_runs, make_template
 
 from localrun._server.app import create_app
 
 
-def copy_runs(template: Path, root: Path, n: int) -> None:
-    """``n`` copies of ``template``: ids, config and summary their own, segments hard-linked."""
-    rels = [f"log/{name}" for name in sorted(os.listdir(template / "log"))] + ["manifest.json"]
-    jsons = {rel: json.loads((template / rel).read_bytes()) for rel in rels}
-    segments = sorted(os.listdir(template / "history"))
-    for i in range(n):
-        project, run_id = f"p{i % PROJECTS:02d}", f"run{i:05d}"
-        rdir = root / project / run_id
-        (rdir / "log").mkdir(parents=True)
-        (rdir / "history").mkdir()
-        for seg in segments:
-            os.link(template / "history" / seg, rdir / "history" / seg)
-        for rel, m in jsons.items():
-            m = {**m, "project": project, "id": run_id, "name": run_id, "uid": f"{i:032x}"}
-            m["created"] += i
-            m["config"] = {**m["config"], "seed": i, "opt": {"name": ("adam", "sgd")[i % 2]}}
-            m["summary"] = {**m["summary"], "loss": (i * 7919 % 10007) / 10007}
-            m["tags"] = ["even" if i % 2 == 0 else "odd"]
-            (rdir / rel).write_text(json.dumps(m, indent=1, sort_keys=True))
-        (rdir / "manifest.lock").touch()
+def vary(i: int, m: dict[str, Any]) -> None:
+    """Copy ``i``'s own config value, summary and tag (a ``where`` and a sort have work)."""
+    m["config"] = {**m["config"], "seed": i, "opt": {"name": ("adam", "sgd")[i % 2]}}
+    m["summary"] = {**m["summary"], "loss": (i * 7919 % 10007) / 10007}
+    m["tags"] = ["even" if i % 2 == 0 else "odd"]
 
 
 def commit_again(rdir: Path) -> None:
@@ -111,7 +96,7 @@ def main() -> None:
             template = make_template(work / "template")
             root.mkdir(parents=True)
             shutil.copy(template.parents[1] / "localrun.json", root)
-            copy_runs(template, root, opts.runs)
+            copy_runs(template, root, opts.runs, vary)
             print(f"built {opts.runs:,} runs in {time.perf_counter() - t0:.1f} s under {work}")
         asyncio.run(measure(root, opts.runs, opts.repeat))
     finally:

@@ -28,16 +28,8 @@ import httpx
 import pytest
 
 from tests.conftest import child_env, run_py, spawn, track
+from tests.ui.chromium import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 UI_DIR = Path(__file__).resolve().parent
 TEST_TIMEOUT = 180  # s per browser test (pytest-timeout): Chromium on 2 busy cores is slow
 PAGE_TIMEOUT_MS = 20_000  # playwright's default wait for a selector or a navigation
