@@ -409,6 +409,18 @@ def test_million_steps_downsampled_keeps_the_spike(million: tuple[Client, int]) 
     assert 1e6 in z["y"] and min(z["x"]) >= spike - 5000 and max(z["x"]) <= spike + 5000
 
 
+def test_a_series_asked_again_is_the_same_and_never_another_runs(client: Client) -> None:
+    """Series bodies are kept by their ETag (revision and query): asked again, the same body;
+    two runs whose ETags agree (same revision, same query) still get their own rows."""
+    params = {"key": "loss", "width": 5}
+    first = client.get("/api/v1/runs/q/a/series", params=params)
+    other = client.get("/api/v1/runs/q/b/series", params=params)
+    again = client.get("/api/v1/runs/q/a/series", params=params)
+    assert first.headers["etag"] == other.headers["etag"]  # the ETag does not name the run
+    assert first.content == again.content
+    assert first.json()["series"][0]["y"] != other.json()["series"][0]["y"]
+
+
 def test_downsample_unit_cases() -> None:
     from localrun._query_series import downsample
 

@@ -52,6 +52,7 @@ from ..errors import (
 )
 from ..media import parse_reference
 from . import runs_index
+from .answers import Answers
 from .runs_index import Condition, Query, RunsIndex, json_float
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ def routes(root: Path) -> list[BaseRoute]:
     """The API's routes on ``root``."""
     api = Api(root)
     index = RunsIndex(api)
+    answers = Answers()
     # Fill the runs list's cache now, not at the first page load (10,000 runs: seconds).
     threading.Thread(
         target=_prefill, args=(index,), name="localrun-ui-prefill", daemon=True
@@ -88,7 +90,7 @@ def routes(root: Path) -> list[BaseRoute]:
     handlers: list[tuple[str, Callable[[Request], Response]]] = [
         (f"{API}/runs", lambda r: runs_page(index, r)),
         (RUN, lambda r: run_detail(api, r)),
-        (f"{RUN}/series", lambda r: series(api, r)),
+        (f"{RUN}/series", lambda r: series(api, answers, r)),
         (f"{API}/group-series", lambda r: group_series(api, r)),
         (f"{RUN}/console", lambda r: console(api, r)),
         (f"{RUN}/media", lambda r: media(api, r)),
@@ -441,11 +443,17 @@ def _axis(request: Request) -> tuple[str, int, float | None, float | None]:
     return x, width, xmin, xmax
 
 
-def series(api: Api, request: Request) -> Response:
+def series(api: Api, answers: Answers, request: Request) -> Response:
     run = _readable(api, request)
     etag = _query_tag(run.rev, request)
     if _fresh(request, etag):
         return not_modified(etag)
+    # The ETag names the revision and the query, not the run: the kept body's key adds both
+    # the run's path and its uid (a run deleted and made again under the same id differs).
+    kept = f"{run.path}|{run.manifest.get('uid')}|{etag}"
+    body = answers.get(kept)
+    if body is not None:
+        return Response(body, media_type="application/json", headers={"ETag": etag})
     x, width, xmin, xmax = _axis(request)
     stream = _choice(request, "stream", "history", _query_series.STREAMS)
     keys = request.query_params.getlist("key")
@@ -458,7 +466,10 @@ def series(api: Api, request: Request) -> Response:
         "series": [vars(s) for s in found.series],
         "attempts": [vars(a) for a in found.attempts],
     }
-    return json_answer(request, answer, etag, finite=True)
+    response = json_answer(request, answer, etag, finite=True)
+    if response.status_code == 200:
+        answers.put(kept, bytes(response.body))
+    return response
 
 
 def _readable(api: Api, request: Request) -> StoredRun:
