@@ -15,7 +15,7 @@ from localrun._store import system as system_store
 from tests.conftest import run_py
 
 ATTEMPT = """
-import os, signal, localrun
+import os, signal, time, localrun
 run = localrun.init(project="p", id="r", resume="allow", flush_interval=3600,
                     system_metrics=0.05)
 print(f"output of attempt {run.attempt}", flush=True)
@@ -26,6 +26,13 @@ for _ in range(3):
     run.log({"loss": 1.0 / (run.step + 1)})
 run.flush()
 if run.attempt == 1:
+    # samples are written once the oldest is 6 intervals old: flush until this attempt's are
+    # committed (a condition, not a sleep: a fast machine gets here before the first is due)
+    deadline = time.monotonic() + 60
+    while not any(e["attempt"] == 1 for e in localrun.Api().run("p/r").manifest.get("system") or []):
+        assert time.monotonic() < deadline, "attempt 1 never committed a system sample"
+        time.sleep(0.05)
+        run.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 run.finish()
 """
