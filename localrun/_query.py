@@ -521,13 +521,15 @@ class StoredRun:
         symbolic link, is missing, or names something other than a regular file (a FIFO
         would block whoever opens it).
         """
-        rel = self._version(name, version)["path"]
+        rel = self.file_version(name, version)["path"]
         try:
             return check_regular(self.dir, rel, "saved file version")
         except FileNotFoundError:
             raise self._version_missing(name, rel) from None
 
-    def _version(self, name: str, version: str | None) -> FileVersion:
+    def file_version(self, name: str, version: str | None = None) -> FileVersion:
+        """The stored record of one version of ``name`` (``version``, ``path``, ``sha256``,
+        ``size``, ``saved``, ``attempt``): the latest unless ``version`` is given."""
         versions = self.file_versions(name)
         if version is None:
             return versions[-1]
@@ -547,7 +549,7 @@ class StoredRun:
 
     def open_file(self, name: str, version: str | None = None) -> IO[bytes]:
         """Open a saved file for reading (binary); refused like :meth:`file_path`."""
-        rel = self._version(name, version)["path"]
+        rel = self.file_version(name, version)["path"]
         try:
             return open_inside(self.dir, rel, "saved file version")
         except FileNotFoundError:
@@ -644,6 +646,19 @@ class StoredRun:
         return dict(
             zip(firsts["_attempt"].to_pylist(), firsts["_step_min"].to_pylist(), strict=True)
         )
+
+    @property
+    def system_keys(self) -> list[str]:
+        """The keys of the system samples (docs/system.md), read from the segments' footers:
+        cheap enough for a page that asks at every change of a live run."""
+        found: set[str] = set()
+        for entry in self._m.get("system") or []:
+            try:
+                found.update(system_store.keys(self.dir, entry))
+            except FileNotFoundError:  # merged away after this snapshot: read again
+                self.refresh()
+                return self.system_keys
+        return sorted(found)
 
     def _system_history(self, keys: Sequence[str] | None) -> pa.Table:
         """The system samples (docs/system.md): ``_timestamp``, ``_runtime``, ``_attempt`` and
@@ -755,30 +770,48 @@ class StoredRun:
         ``(counts, edges)`` numpy arrays for a Histogram, a ``pyarrow.Table`` for a Table; a list
         of them for a list. ``history()`` holds the references (JSON) for engines of your own.
         """
-        kind = (self._m.get("schema") or {}).get(key)
-        if kind not in (MEDIA, LIST_MEDIA):
-            raise UsageError(
-                f"run {self.path}: key {key!r} holds no media (its kind is {kind or 'unknown'})"
-            )
+        opened = [self._decode_media(ref) for ref in self.media_refs(key, step)]
+        return opened if self._media_kind(key) == LIST_MEDIA else opened[0]
+
+    def media_refs(self, key: str, step: int) -> list[dict[str, Any]]:
+        """The checked references of the media value(s) logged as ``key`` at ``step`` (one, or
+        a list's), for a reader that opens the blobs its own way (:meth:`media_bytes`)."""
         import pyarrow.compute as pc
 
+        from .media import parse_reference
+
+        kind = self._media_kind(key)
         table = self.history([key])
         at = pc.index(table["_step"], step).as_py()  # one lookup, not the column as Python
         value = table[key][at].as_py() if at >= 0 else None
         if value is None:
             raise RunNotFoundError(f"run {self.path} has no {key!r} at step {step}")
-        if kind == LIST_MEDIA:
-            return [self._open_media(ref) for ref in value]
-        return self._open_media(value)
+        return [parse_reference(ref) for ref in (value if kind == LIST_MEDIA else [value])]
 
-    def _open_media(self, text: str) -> Any:
-        from .media import parse_reference
-
-        ref = parse_reference(text)
-        with open_inside(self.dir, ref["path"], "media") as f:
-            data = f.read()
+    def media_bytes(self, ref: dict[str, Any]) -> bytes:
+        """A media blob's bytes, read inside the run and checked against its sha256."""
+        try:
+            with open_inside(self.dir, ref["path"], "media") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise CorruptRunError(
+                f"run {self.path}: media {ref['path']} is missing; run `localrun verify` to see "
+                "what else is"
+            ) from None
         if hashlib.sha256(data).hexdigest() != ref.get("sha256"):
             raise CorruptRunError(f"run {self.path}: media {ref['path']} does not match its sha256")
+        return data
+
+    def _media_kind(self, key: str) -> str:
+        kind = (self._m.get("schema") or {}).get(key)
+        if kind not in (MEDIA, LIST_MEDIA):
+            raise UsageError(
+                f"run {self.path}: key {key!r} holds no media (its kind is {kind or 'unknown'})"
+            )
+        return str(kind)
+
+    def _decode_media(self, ref: dict[str, Any]) -> Any:
+        data = self.media_bytes(ref)
         if ref["_type"] == "image":
             from PIL import Image
 

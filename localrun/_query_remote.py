@@ -268,7 +268,7 @@ class RemoteRun(StoredRun):
 
     def open_file(self, name: str, version: str | None = None) -> IO[bytes]:
         """Open a saved file for reading (binary, a pyarrow stream over the remote object)."""
-        rel = _inside(self.url, self._version(name, version)["path"], "saved file version")
+        rel = _inside(self.url, self.file_version(name, version)["path"], "saved file version")
         try:
             stream: IO[bytes] = self._store.fs.open_input_stream(
                 self._store.key(f"{self._rel}/{rel}")

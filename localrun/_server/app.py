@@ -24,9 +24,8 @@ import hmac
 import ipaddress
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
 
 import anyio
 from starlette.applications import Starlette
@@ -41,7 +40,7 @@ from .._store.layout import FORMAT_VERSION, ROOT_MARKER
 from .._store.manifest import ensure_root
 from ..errors import RunNotFoundError, UsageError
 from . import pages, ui_api
-from .objects import CHUNK, ObjectError, RootStore, Upload
+from .objects import CHUNK, ObjectError, RootStore, Upload, chunks
 
 API = "/api/v1"
 OPEN_PATHS = frozenset({f"{API}/health"})  # answered without a token (readiness probes)
@@ -117,7 +116,7 @@ def create_app(root: Path, token: str | None, pushes: bool = True) -> Starlette:
         if request.method == "HEAD":
             f.close()
             return Response(status_code=200, headers=headers)
-        return StreamingResponse(_chunks(f), headers=headers, media_type="application/octet-stream")
+        return StreamingResponse(chunks(f), headers=headers, media_type="application/octet-stream")
 
     async def put_object(request: Request) -> Response:
         key = request.path_params["key"]
@@ -164,13 +163,6 @@ def _error(status: int, message: str, **headers: str) -> Response:
     return JSONResponse(
         {"error": message}, status_code=status, headers={ERROR_HEADER: header, **headers}
     )
-
-
-def _chunks(f: BinaryIO) -> Iterator[bytes]:
-    """The file in chunks (starlette iterates a plain iterator in a worker thread)."""
-    with f:
-        while block := f.read(CHUNK):
-            yield block
 
 
 def _declared(request: Request, key: str) -> tuple[int, str]:

@@ -29,7 +29,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from .._store.atomic import fsync_dir, temp_path
 from .._store.layout import (
@@ -49,10 +49,20 @@ MAX_KEY = 1024  # characters of a whole key: far above any key a push makes
 MAX_PART = 255  # bytes of one part of it (NAME_MAX of Linux filesystems)
 MAX_MARKER = 64 * 1024  # a root marker is a few dozen bytes of JSON
 CHUNK = 1 << 20
+
+
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _GONE = (FileNotFoundError, NotADirectoryError)
+
+
+def chunks(f: IO[bytes]) -> Iterator[bytes]:
+    """A file's bytes in chunks of :data:`CHUNK`, closed at the end: the body of a streamed
+    answer (starlette iterates a plain iterator in a worker thread), never held whole."""
+    with f:
+        while block := f.read(CHUNK):
+            yield block
 
 
 class ObjectError(Exception):

@@ -16,6 +16,7 @@ type error, not a silently empty column.
 from __future__ import annotations
 
 import math
+import operator
 import os
 import re
 import threading
@@ -50,6 +51,14 @@ READERS = 8
 # A run folder that cannot be read for these reasons is listed as damaged (as Api.runs does).
 _UNREADABLE = (RunNotFoundError, CorruptRunError, FormatVersionError)
 MAX_LIMIT = 1000
+_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 
 
 @dataclass(frozen=True)
@@ -476,7 +485,7 @@ def columns(records: Iterable[RunRecord]) -> tuple[list[str], list[str]]:
 
 def sort_records(records: Sequence[RunRecord], sort: str, descending: bool) -> list[RunRecord]:
     """By ``sort``; runs without a value come last whatever the order; ties by path."""
-    get = _sort_getter(sort)
+    get = sort_getter(sort)
     present: list[tuple[tuple[int, Any], RunRecord]] = []
     missing: list[RunRecord] = []
     for r in sorted(records, key=lambda r: r.path):
@@ -489,7 +498,7 @@ def sort_records(records: Sequence[RunRecord], sort: str, descending: bool) -> l
     return [r for _, r in present] + missing
 
 
-def _sort_getter(sort: str) -> Callable[[RunRecord], Scalar]:
+def sort_getter(sort: str) -> Callable[[RunRecord], Scalar]:
     if sort.startswith(("config.", "summary.")):
         return lambda r: r.value(sort)
     getters: dict[str, Callable[[RunRecord], Scalar]] = {
@@ -537,14 +546,4 @@ def _text(v: Scalar) -> str:
 
 
 def _compare(a: Any, b: Any, op: str) -> bool:
-    if op == "=":
-        return bool(a == b)
-    if op == "!=":
-        return bool(a != b)
-    if op == "<":
-        return bool(a < b)
-    if op == "<=":
-        return bool(a <= b)
-    if op == ">":
-        return bool(a > b)
-    return bool(a >= b)
+    return bool(_OPERATORS[op](a, b))

@@ -29,9 +29,9 @@ import json
 import math
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -39,7 +39,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from .. import Api, _query_series
-from .._query import damage_of
+from .._query import LIST_MEDIA, MEDIA, damage_of
 from .._store.layout import check_file_name, sanitize_id
 from .._store.safe_io import open_inside
 from ..errors import (
@@ -50,9 +50,9 @@ from ..errors import (
     RunNotFoundError,
     UsageError,
 )
-from ..media import parse_reference
 from . import runs_index
 from .answers import Answers
+from .objects import chunks
 from .runs_index import Condition, Query, RunsIndex, json_float
 
 if TYPE_CHECKING:
@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 
 API = "/api/v1"
 RUN = f"{API}/runs/{{project}}/{{id}}"
-CHUNK = 1 << 20
 CONSOLE_TAIL = 1 << 20
 TABLE_ROWS = 1000
 MAX_WIDTH = 4000
@@ -287,7 +286,7 @@ class Damaged(Exception):
 def _load(api: Api, path: str) -> StoredRun:
     project, _, run_id = path.partition("/")
     folder = api.root / project / run_id
-    if _is_link(api.root / project) or _is_link(folder) or not folder.is_dir():
+    if (api.root / project).is_symlink() or folder.is_symlink() or not folder.is_dir():
         raise Refused(404, f"no run {path} in this root; the runs page lists the runs there")
     try:
         return api.run(path)
@@ -297,10 +296,6 @@ def _load(api: Api, path: str) -> StoredRun:
             message = f"no run {path} in this root; the runs page lists the runs there"
             raise Refused(404, message) from None
         raise Damaged(project, run_id, problem) from None
-
-
-def _is_link(path: Path) -> bool:
-    return path.is_symlink()
 
 
 # -- 1. the runs page ------------------------------------------------------------------------
@@ -313,11 +308,7 @@ def parse_query(request: Request) -> Query:
         if s not in runs_index.STATES:
             raise Refused(400, f"state={s!r}: use one of {', '.join(runs_index.STATES)}")
     sort = params.get("sort", "created")
-    if sort not in runs_index.SORTS and not sort.startswith(("config.", "summary.")):
-        raise Refused(
-            400,
-            f"sort={sort!r}: use one of {', '.join(runs_index.SORTS)}, config.KEY or summary.KEY",
-        )
+    runs_index.sort_getter(sort)  # refuses an unknown sort (UsageError: 400) before any read
     project = params.get("project") or None
     if project is not None:
         _name(project, "project name")
@@ -408,7 +399,7 @@ def describe(run: StoredRun) -> dict[str, Any]:
             for a in run.attempts
         ],
         "keys": dict(sorted((m.get("schema") or {}).items())),
-        "system_keys": _system_keys(run),
+        "system_keys": run.system_keys,
         "files": [
             {
                 "name": name,
@@ -422,13 +413,6 @@ def describe(run: StoredRun) -> dict[str, Any]:
         "console": {"attempts": sorted({c["attempt"] for c in run.console_chunks()})},
         "problem": None,
     }
-
-
-def _system_keys(run: StoredRun) -> list[str]:
-    if not run.manifest.get("system"):
-        return []
-    table = run.history(stream="system")
-    return sorted(c for c in table.column_names if not c.startswith("_"))
 
 
 # -- 3. and 4. series ------------------------------------------------------------------------
@@ -531,7 +515,7 @@ def media(api: Api, request: Request) -> Response:
     run = _readable(api, request)
     key = request.query_params.get("key")
     kinds: dict[str, str] = run.manifest.get("schema") or {}
-    media_keys = sorted(k for k, kind in kinds.items() if kind in ("media", "list<media>"))
+    media_keys = sorted(k for k, kind in kinds.items() if kind in (MEDIA, LIST_MEDIA))
     if not key or key not in media_keys:
         raise Refused(
             400,
@@ -541,27 +525,21 @@ def media(api: Api, request: Request) -> Response:
     etag = _query_tag(run.rev, request)
     if _fresh(request, etag):
         return not_modified(etag)
-    step_text = request.query_params.get("step")
-    table = run.history([key])
-    if step_text is None:
+    if request.query_params.get("step") is None:
         import pyarrow.compute as pc
 
+        table = run.history([key])
         steps = pc.filter(table["_step"], pc.is_valid(table[key])).to_pylist()
         return json_answer(request, {"key": key, "kind": kinds[key], "steps": steps}, etag)
     step = _int(request, "step", 0, 0, 1 << 62)
-    value = _value_at(table, key, step)
-    if value is None:
-        raise Refused(404, f"run {run.path} has no {key!r} at step {step}; ask without step")
-    refs = value if isinstance(value, list) else [value]
-    items = [_item(run, parse_reference(ref)) for ref in refs]
+    try:
+        refs = run.media_refs(key, step)
+    except RunNotFoundError:
+        raise Refused(
+            404, f"run {run.path} has no {key!r} at step {step}; ask without step"
+        ) from None
+    items = [_item(run, ref) for ref in refs]
     return json_answer(request, {"key": key, "step": step, "items": items}, etag)
-
-
-def _value_at(table: Any, key: str, step: int) -> Any:
-    import pyarrow.compute as pc
-
-    at = pc.index(table["_step"], step).as_py()
-    return table[key][at].as_py() if at >= 0 else None
 
 
 def _item(run: StoredRun, ref: dict[str, Any]) -> dict[str, Any]:
@@ -578,7 +556,7 @@ def _item(run: StoredRun, ref: dict[str, Any]) -> dict[str, Any]:
             "height": ref.get("height"),
             "caption": caption,
         }
-    data = _blob_bytes(run, path, ref.get("sha256"))
+    data = run.media_bytes(ref)
     if ref["_type"] == "histogram":
         hist = json.loads(data)
         return {
@@ -601,19 +579,6 @@ def _item(run: StoredRun, ref: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _blob_bytes(run: StoredRun, path: str, sha256: object) -> bytes:
-    try:
-        with open_inside(run.dir, path, "media") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise CorruptRunError(
-            f"run {run.path}: media {path} is missing; run `localrun verify` to see what else is"
-        ) from None
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise CorruptRunError(f"run {run.path}: media {path} does not match its sha256")
-    return data
-
-
 def blob(api: Api, request: Request) -> Response:
     path = request.path_params["path"]
     m = BLOB.match(path)
@@ -632,7 +597,7 @@ def blob(api: Api, request: Request) -> Response:
     except FileNotFoundError:
         raise Refused(404, f"run {run.path} has no media blob {path}") from None
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
-    return StreamingResponse(_chunks(f), media_type=BLOB_TYPES[m.group(3)], headers=headers)
+    return StreamingResponse(chunks(f), media_type=BLOB_TYPES[m.group(3)], headers=headers)
 
 
 # -- 8. saved files --------------------------------------------------------------------------
@@ -648,7 +613,7 @@ def saved_file(api: Api, request: Request) -> Response:
         raise Refused(400, f"file name {name!r} is not in its normal form {clean!r}; use that")
     run = _readable(api, request)
     version = request.query_params.get("version") or None
-    found = _file_version(run, name, version)
+    found = run.file_version(name, version)  # RunNotFoundError (404) names what it has
     etag = f'"{found.get("sha256") or found.get("version")}"'
     if _fresh(request, etag):
         return not_modified(etag)
@@ -660,23 +625,4 @@ def saved_file(api: Api, request: Request) -> Response:
     }
     if isinstance(found.get("size"), int):
         headers["Content-Length"] = str(found["size"])
-    return StreamingResponse(_chunks(f), media_type="application/octet-stream", headers=headers)
-
-
-def _file_version(run: StoredRun, name: str, version: str | None) -> dict[str, Any]:
-    versions = run.file_versions(name)  # RunNotFoundError (404) names the files it has
-    if version is None:
-        return dict(versions[-1])
-    for v in versions:
-        if v.get("version") == version:
-            return dict(v)
-    raise RunNotFoundError(
-        f"{run.path}:{name} has no version {version!r}; it has "
-        f"{', '.join(str(v.get('version')) for v in versions)}"
-    )
-
-
-def _chunks(f: IO[bytes]) -> Iterator[bytes]:
-    with f:
-        while block := f.read(CHUNK):
-            yield block
+    return StreamingResponse(chunks(f), media_type="application/octet-stream", headers=headers)

@@ -85,7 +85,7 @@ def scan(project_dir: Path) -> Iterator[Listed]:
             continue
         listed = _read(folder)
         if listed.manifest is not None and listed.rev is not None:
-            ident = _identity(folder, listed.rev)
+            ident = revision_identity(folder, listed.rev)
             if ident is not None:
                 fresh[name] = [listed.rev, *ident, {k: listed.manifest.get(k) for k in FIELDS}]
         new = fresh.get(name)
@@ -111,7 +111,9 @@ def _rev_path(folder: str, rev: int) -> str:
     return f"{folder}{os.sep}{LOG}{os.sep}{revision_name(rev)}"
 
 
-def _identity(folder: str, rev: int) -> tuple[int, int, int] | None:
+def revision_identity(folder: str, rev: int) -> tuple[int, int, int] | None:
+    """``log/<rev>``'s inode, size and mtime (ns), or None when it is not there: what a cache
+    of something read from revision ``rev`` records, to check it with :func:`still_newest`."""
     try:
         st = os.stat(_rev_path(folder, rev), follow_symlinks=False)
     except OSError:
@@ -124,17 +126,11 @@ def _current(folder: str, entry: list[Any]) -> bool:
     return still_newest(folder, entry[0], (entry[1], entry[2], entry[3]))
 
 
-def revision_identity(folder: str, rev: int) -> tuple[int, int, int] | None:
-    """``log/<rev>``'s inode, size and mtime (ns), or None when it is not there: what a cache
-    of something read from revision ``rev`` records, to check it with :func:`still_newest`."""
-    return _identity(folder, rev)
-
-
 def still_newest(folder: str, rev: int, identity: tuple[int, int, int]) -> bool:
     """Whether revision ``rev`` is still the run's newest and still the file ``identity``
     names: two lookups, no read (the proof in this module's docstring). For any cache keyed
     by a run's revision (the dashboard's runs list keeps config and summary so)."""
-    return _identity(folder, rev) == identity and not os.access(
+    return revision_identity(folder, rev) == identity and not os.access(
         _rev_path(folder, rev + 1), os.F_OK, follow_symlinks=False
     )
 

@@ -69,6 +69,13 @@ def read(run_dir: Path, entry: SystemEntry) -> pa.Table:
         return pq.ParquetFile(f).read().replace_schema_metadata(None)
 
 
+def keys(run_dir: Path, entry: SystemEntry) -> list[str]:
+    """The sampled keys of one segment, from its footer alone (no row is read)."""
+    with inside(run_dir, entry["file"], "system segment").open("rb") as f:
+        names = pq.ParquetFile(f).schema_arrow.names
+    return [n for n in names if not n.startswith("_")]
+
+
 def merge(
     run_dir: Path, entries: list[SystemEntry], new: pa.Table, attempt: int, seq: int
 ) -> SystemEntry:

@@ -55,8 +55,8 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
+from .._query import shown_state
 from .._store import revisions, segments
-from .._store.lease import is_valid, provably_dead
 from .._store.manifest import visible_bound
 from .._store.records import FileVersion, Revision, SegmentEntry
 from .._store.safe_io import open_inside
@@ -141,11 +141,7 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def run_state(m: Revision) -> str:
     """The stored state, except that "running" with a writer provably dead on this host is
     "crashed" (what ``StoredRun.state`` shows, and what the next resume or repair records)."""
-    state = str(m.get("state", "running"))
-    owner = m.get("owner")
-    if state == "running" and is_valid(owner) and isinstance(owner, dict) and provably_dead(owner):
-        return "crashed"
-    return state
+    return shown_state(str(m.get("state", "running")), m.get("owner"))
 
 
 def _json_value(v: float) -> float | str:
