@@ -470,7 +470,7 @@ class Run:
         if step is not None:
             self._anchor = (step + 1, self._taken + len(rows))
 
-    def _take_rows(self, chunk: int = 0) -> list[Batch]:
+    def _take_rows(self) -> list[Batch]:
         """Take the rows logged so far, give each its step, and cut them into batches of at
         most one segment each (the caller holds ``_room`` and ``_lock``).
 
@@ -504,7 +504,7 @@ class Run:
         self._row_cells = 0
         extra, self._extra = self._extra, 0
         batches = []
-        size = chunk or self._chunk
+        size = self._chunk
         for i in range(0, n, size):
             part = taken[i : i + size]
             batches.append(Batch(steps[i : i + size], part, cells(part) + extra))
@@ -772,11 +772,11 @@ class Run:
                 kinds = dict(self._kinds)
             self._commit(end, files, kinds, summary, explicit, config, dropped, meta)
 
-    def _take_into_backlog(self, chunk: int = 0) -> None:
-        """Move the buffered rows to the backlog, in order, in batches of ``chunk`` rows (the
+    def _take_into_backlog(self) -> None:
+        """Move the buffered rows to the backlog, in order, in batches of a segment each (the
         caller holds ``_room`` and ``_lock``: the writer's flush and a waiting log() (``_help``)
         both take this way)."""
-        batches = self._take_rows(chunk)
+        batches = self._take_rows()
         self._backlog.extend(batches)
         self._backlog_rows += sum(len(b.rows) for b in batches)
         self._backlog_cells += sum(b.cells for b in batches)
