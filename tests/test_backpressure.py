@@ -236,21 +236,57 @@ def test_log_makes_room_itself_while_the_writer_is_held(
     """The writer is held (the flush lock taken, as a compaction's commit or a slow fsync
     holds it): a full buffer does not wait for it, log() converts the rows itself, so the rows
     bound holds, no call gives up on the writer (no "cannot keep up"), and every row is written
-    once the writer goes on."""
+    once the writer goes on. Up to four times the rows bound in all (converted or not):
+    past that, log() waits for the writer like any full buffer."""
     monkeypatch.setenv("LOCALRUN_FLUSH_ROWS", "50")
-    monkeypatch.setenv("LOCALRUN_BUFFER_ROWS", "200")
+    monkeypatch.setenv("LOCALRUN_BUFFER_ROWS", "300")
     run = localrun.init(project="p", id="r", dir=root, flush_interval=3600)
     run._flush_lock.acquire()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with Watch(run) as watch:
-                _log_from_threads(run, 1000, 2)
+                _log_from_threads(run, 250, 2)  # 1,000 rows: under 4 x 300
     finally:
         run._flush_lock.release()
     assert run._waits > 0  # the buffer was full: each time, log() made the room itself
-    assert watch.rows <= 200 + THREADS, watch.rows
+    assert watch.rows <= 300 + THREADS, watch.rows
     assert not [w for w in caught if "cannot keep up" in str(w.message)]
     assert run._converted_rows > 0 and not run._pending  # converted, nothing written yet
     run.finish()
-    assert _steps(root) == list(range(THREADS * 1000))
+    assert _steps(root) == list(range(THREADS * 250))
+
+
+def test_a_loop_logging_faster_than_the_disk_still_commits(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each segment takes 10 ms to write, and one thread logs as fast as it can: the rows
+    logged before a flush began are committed, not held back until the logging pauses
+    (which a tight loop never does). Before the fix the writer wrote segment after segment
+    for the rows a waiting log() kept adding and committed nothing: a crash lost it all."""
+    from localrun._store import segments
+
+    write = segments.write
+
+    def slow_write(*args: object, **kwargs: object) -> object:
+        time.sleep(0.01)
+        return write(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(segments, "write", slow_write)
+    monkeypatch.setenv("LOCALRUN_FLUSH_ROWS", "1000")
+    monkeypatch.setenv("LOCALRUN_BUFFER_ROWS", "4000")
+    monkeypatch.setenv("LOCALRUN_BUFFER_MB", "1")  # a flush holds about 40,000 rows at most
+    run = localrun.init(project="p", id="r", dir=root, flush_interval=0.05)
+    seen: list[int] = []  # the committed steps a reader sees while the loop goes on
+    deadline = time.monotonic() + 120  # generous: three commits take well under a second
+    i = 0
+    while len(seen) < 3 and time.monotonic() < deadline:
+        run.log({"x": float(i)})
+        i += 1
+        if i % 5_000 == 0:
+            steps = len(_steps(root)) if localrun.Api(root).run("p/r").rev > 1 else 0
+            if steps and (not seen or steps > seen[-1]):
+                seen.append(steps)
+    assert len(seen) == 3, f"a reader saw commits at {seen} after {i:,} rows"
+    run.finish()
+    assert _steps(root) == list(range(i))

@@ -39,7 +39,7 @@ def loop(run: Run) -> None:
         run._wake.clear()
         if run._stop.is_set() or os.getpid() != run._pid:
             return
-        if run._rows or run._dirty or run._capture or run._system_due():
+        if run._rows or run._backlog or run._dirty or run._capture or run._system_due():
             try:
                 run._flush()
             except RunSupersededError:

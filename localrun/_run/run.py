@@ -152,6 +152,16 @@ def _sample_system(run: Run) -> None:
             return
 
 
+def _first_step(batch: Batch) -> int | None:
+    """The step of a batch's first row; None for a converted batch whose rows were all
+    refused (nothing to write, dropped whenever it comes)."""
+    if batch.table is None:
+        return batch.steps[0]
+    if not batch.table.num_rows:
+        return None
+    return int(batch.table.column(STEP)[0].as_py())
+
+
 def _ints_fit(data: dict[str, Any]) -> bool:
     """Ints that float64 columns take as Python's float() would (|v| < 2**63)."""
     return all(-_INT64 < v < _INT64 for v in data.values() if type(v) is int)
@@ -589,10 +599,13 @@ class Run:
         table counts by its bytes only (it is compact) while the writer works; while it fails,
         every row not on disk counts, so the hard cap means rows at risk, whoever converted
         them."""
-        rows = len(self._rows) + self._backlog_rows
         if self._write_error is not None or self._degraded:
-            rows += self._converted_rows
-        return rows
+            return self._unwritten_rows()
+        return len(self._rows) + self._backlog_rows
+
+    def _unwritten_rows(self) -> int:
+        """Every row logged and not yet on disk, converted or not (the caller holds ``_room``)."""
+        return len(self._rows) + self._backlog_rows + self._converted_rows
 
     def _flush_due(self) -> bool:
         """``flush_rows`` rows, or a quarter of the bound: time for the writer to take them."""
@@ -630,6 +643,11 @@ class Run:
         failed (the writer then reports the error); the caller waits for the writer instead.
         """
         if self._write_error is not None:
+            return False
+        if self._unwritten_rows() >= _HARD_CAP * self._max_rows:
+            # Converted rows count by their bytes only while the writer works, but not
+            # without end: a write that fails slowly (ENOSPC on a loaded machine) would
+            # otherwise find more rows at risk than the hard cap allows once it reports.
             return False
         with self._lock:
             if self._rows and all(b.table is not None for b in self._backlog):
@@ -748,6 +766,7 @@ class Run:
             with self._room, self._lock:
                 if self._rows:
                     self._take_into_backlog()
+                upto = self._resolved  # this flush's rows: the ones logged until now
                 summary = self._summary_locked()
                 explicit = sorted(self._explicit)
                 config = self._config.as_dict()
@@ -762,7 +781,7 @@ class Run:
                 "config": config,
             }
             try:
-                self._write_backlog(meta)
+                self._write_backlog(meta, upto)
             except Exception as exc:  # log() stops waiting for a writer that fails
                 with self._room:
                     self._write_error = exc
@@ -813,11 +832,21 @@ class Run:
         self._made_room(head, converted)
         return True
 
-    def _write_backlog(self, meta: dict[str, Any]) -> None:
-        """Each taken batch becomes a segment, making room for log() as soon as it is on disk
-        (the caller holds ``_flush_lock``)."""
+    def _write_backlog(self, meta: dict[str, Any], upto: int) -> None:
+        """Each taken batch up to step ``upto`` becomes a segment, making room for log() as
+        soon as it is on disk (the caller holds ``_flush_lock``).
+
+        Why the bound: a log() waiting for room keeps taking rows into the backlog
+        (``_help``). Written until the backlog was empty, a loop logging as fast as the
+        disk takes segments kept the writer writing and never committing: seconds, minutes,
+        with nothing a crash or a resume would find. The rows logged after the flush began
+        are the next flush's, which the wake of a full buffer starts at once.
+        """
         while self._backlog:
             batch = self._backlog[0]
+            first = _first_step(batch)
+            if first is not None and first > upto:
+                return  # logged after this flush began
             table = batch.table
             if table is None:
                 self._convert_next()  # this one, unless a waiting log() converted it first
@@ -830,7 +859,7 @@ class Run:
             group = self._segment_group()
             ahead = self._backlog[len(group) : len(group) + 1]
             full = sum(len(b.table) for b in group if b.table is not None) >= self._chunk
-            if ahead and ahead[0].table is None and not full:
+            if ahead and ahead[0].table is None and not full and ahead[0].steps[0] <= upto:
                 self._convert_next()  # the segment is not full yet: convert its next slice
                 continue
             if len(group) > 1:
