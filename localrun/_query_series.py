@@ -83,15 +83,70 @@ class GroupBands:
 def finite(x: Column, y: Column) -> tuple[np.ndarray, np.ndarray]:
     """``x`` and ``y`` as float64 arrays without the rows where either is null, NaN or infinite
     (a chart cannot place them, and JSON cannot carry NaN)."""
-    xs, ys = _floats(x), _floats(y)
-    keep = np.isfinite(xs) & np.isfinite(ys)
-    return xs[keep], ys[keep]
+    return Axis(x).points(_floats(y))
 
 
 def _floats(column: Column) -> np.ndarray:
-    """A column as float64 with NaN for nulls (one copy, no Python objects)."""
+    """A column as float64 with NaN for nulls (one copy at most, no Python objects)."""
+    if column.null_count == 0 and column.type == pa.float64():
+        return np.asarray(column.to_numpy(), dtype=np.float64)  # no copy for one chunk
     as_float = pc.fill_null(column.cast(pa.float64()), math.nan)
     return np.asarray(as_float.to_numpy(), dtype=np.float64)
+
+
+class Axis:
+    """One x column, converted and checked once for every series drawn against it.
+
+    Why: a run page asks for every key of a run against the same ``_step``; converting,
+    checking and bucketing that column again per key was half the work of a 1e6-step
+    answer. What depends on the y column too (its gaps) is worked out per series, and the
+    shared results are used only when the series has no gap, so the x values are the same.
+    """
+
+    def __init__(self, x: Column) -> None:
+        self.xs = _floats(x)
+        self.x_ok = np.isfinite(self.xs)
+        self.all_ok = bool(self.x_ok.all())
+        self.ordered = _ordered(self.xs)
+        self._buckets: dict[tuple[float, float, int], np.ndarray] = {}
+
+    def points(self, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows where x and y are both finite."""
+        y_ok = np.isfinite(ys)
+        if self.all_ok and bool(y_ok.all()):
+            return self.xs, ys
+        keep = self.x_ok & y_ok
+        return self.xs[keep], ys[keep]
+
+    def downsample(
+        self,
+        key: str,
+        y: Column,
+        width: int,
+        xmin: float | None = None,
+        xmax: float | None = None,
+    ) -> Points:
+        """:func:`downsample` of ``y`` against this axis."""
+        xs, ys = in_range(*self.points(_floats(y)), xmin, xmax)
+        whole = xs is self.xs  # no gap, no range: the axis's own values
+        if not (self.ordered if whole else _ordered(xs)):  # steps are sorted; a metric x is not
+            order = np.argsort(xs, kind="stable")
+            xs, ys = xs[order], ys[order]
+        count = len(xs)
+        if count <= 2 * width:
+            return Points(key, xs.tolist(), ys.tolist(), count, False)
+        lo, hi = bounds(xs, xmin, xmax)
+        b = self._buckets.get((lo, hi, width)) if whole and self.ordered else None
+        if b is None:
+            b = buckets(xs, lo, hi, width)
+            if whole and self.ordered:
+                self._buckets[(lo, hi, width)] = b
+        keep = _extremes(b, ys)
+        return Points(key, xs[keep].tolist(), ys[keep].tolist(), count, True)
+
+
+def _ordered(xs: np.ndarray) -> bool:
+    return not (len(xs) > 1 and bool((xs[1:] < xs[:-1]).any()))
 
 
 def in_range(
@@ -135,17 +190,17 @@ def downsample(
     """At most ``2 * width`` points of the series: each bucket's min and max point, x-ordered.
 
     Nulls, NaN and infinities are dropped first; ``count`` is how many points lie in range.
+    (Several series against one x: :class:`Axis`, which converts and buckets it once.)
     """
-    xs, ys = in_range(*finite(x, y), xmin, xmax)
-    if len(xs) > 1 and bool((xs[1:] < xs[:-1]).any()):  # steps are sorted; a metric x is not
-        order = np.argsort(xs, kind="stable")
-        xs, ys = xs[order], ys[order]
-    count = len(xs)
-    if count <= 2 * width:
-        return Points(key, xs.tolist(), ys.tolist(), count, False)
-    lo, hi = bounds(xs, xmin, xmax)
-    keep = _extremes(buckets(xs, lo, hi, width), ys)
-    return Points(key, xs[keep].tolist(), ys[keep].tolist(), count, True)
+    return Axis(x).downsample(key, y, width, xmin, xmax)
+
+
+def warm_up() -> None:
+    """Pay the first downsampling's one-time costs now: pyarrow imports pandas (when it is
+    installed) at its first conversion, about 0.35 s holding the GIL. The server calls this
+    as it starts, so the first chart a user opens does not wait for it."""
+    x = pa.chunked_array([pa.array([0.0, 1.0, 2.0, 3.0, 4.0])])
+    downsample("warm-up", x, x, 1)
 
 
 def _extremes(b: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -209,7 +264,8 @@ def run_series(
     chosen = _history_keys(run, keys)
     wanted = sorted({*chosen, column} - set(X_COLUMNS.values()))
     table = run.history(wanted)
-    series = [downsample(k, table[column], table[k], width, xmin, xmax) for k in chosen]
+    axis = Axis(table[column])
+    series = [axis.downsample(k, table[k], width, xmin, xmax) for k in chosen]
     return RunSeries(series, _markers(run, table, column))
 
 
@@ -272,7 +328,8 @@ def _system_series(
     chosen = list(keys) if keys else sorted(sampled)
     if column not in table.column_names:  # no samples at all
         return RunSeries([Points(k, [], [], 0, False) for k in chosen], [])
-    series = [downsample(k, table[column], table[k], width, xmin, xmax) for k in chosen]
+    axis = Axis(table[column])
+    series = [axis.downsample(k, table[k], width, xmin, xmax) for k in chosen]
     markers = []
     hosts = {a.get("attempt"): a.get("host") for a in run.attempts}
     if "_attempt" in table.column_names and table.num_rows:

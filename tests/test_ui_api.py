@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,6 +242,39 @@ def _index(client: Client) -> Any:
 
 
 # -- 2. one run ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("disk", ["waits", "computes"])
+def test_runs_are_read_in_threads_only_when_the_disk_makes_them_wait(disk: str) -> None:
+    """The runs index reads a project's runs in threads when the first reads waited on the
+    disk (NFS), and in its own thread when they only computed (a local disk: threads would
+    only contend for the GIL). A read that sleeps waits like a remote disk; one that spins
+    computes."""
+    from localrun._server import runs_index
+
+    folders = [f"run{i}" for i in range(runs_index.PARALLEL * 3)]
+    threads: dict[str, str] = {}
+
+    def read(folder: str, listed: dict[str, Any]) -> None:
+        if disk == "waits":
+            time.sleep(0.002)
+        else:
+            until = time.thread_time() + 0.002
+            while time.thread_time() < until:
+                pass
+        threads[folder] = threading.current_thread().name
+
+    found = runs_index._each(read, folders, {})
+    assert found == [None] * len(folders)  # every folder read, answers in order
+    assert set(threads) == set(folders)
+    main = threading.current_thread().name
+    first = {threads[f] for f in folders[: runs_index.PARALLEL]}
+    rest = {threads[f] for f in folders[runs_index.PARALLEL :]}
+    assert first == {main}  # the probe: in the calling thread
+    if disk == "waits":
+        assert main not in rest and len(rest) > 1, rest
+    else:
+        assert rest == {main}, rest
 
 
 def test_run_detail(client: Client) -> None:

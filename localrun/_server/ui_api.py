@@ -102,8 +102,10 @@ def routes(root: Path) -> list[BaseRoute]:
 
 
 def _prefill(index: RunsIndex) -> None:
-    """Read every run once; a request meanwhile waits for it (the index's lock), then reuses
-    it. A failure here is only a slower first page (the request reports it)."""
+    """Make the first visit fast: the series code's one-time costs (``warm_up``), then every
+    run read once; a request meanwhile waits for it (the index's lock), then reuses it. A
+    failure here is only a slower first page (the request reports it)."""
+    _query_series.warm_up()
     with contextlib.suppress(LocalrunError, OSError):
         index.records()
 
