@@ -115,9 +115,16 @@ def test_a_preempted_and_resumed_run_shows_one_marker(
 ) -> None:
     path = make_resumed_run(ui_root, kill_at=30, steps=60, hosts=("node-a", "node-b"))
     server = ui_server(ui_root)
+    # Every text drawn on a canvas, recorded as drawn (the marker's label is canvas pixels).
+    page.add_init_script(
+        "window.__texts = []; const fill = CanvasRenderingContext2D.prototype.fillText;"
+        "CanvasRenderingContext2D.prototype.fillText = function (t, ...rest) {"
+        " window.__texts.push(String(t)); return fill.call(this, t, ...rest); };"
+    )
     open_runs(page, server, path)
     state = chart(page, "loss")
     assert state["markers"] == "1"
+    assert "#2 node-b" in page.evaluate("window.__texts")  # the label says which attempt, where
     assert float(state["xmin"]) == 0 and float(state["xmax"]) == 59
     markers = page.evaluate("window.__localrunCharts[0].plots.get('loss').markers")
     assert [(m["attempt"], m["host"]) for m in markers] == [(2, "node-b")]
