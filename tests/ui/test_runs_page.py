@@ -195,11 +195,28 @@ def test_paging_counts_and_buttons(page: Any, ui: UiServer) -> None:
 
 def test_state_filter_and_value_filter(page: Any, ui: UiServer) -> None:
     open_runs(page, ui)
-    page.select_option("select#state", "preempted")
+    page.click("details#state > summary")
+    page.check("details#state input[value=preempted]")
     page.wait_for_function("() => location.search.includes('state=preempted')")
     wait_rows(page, 1)
     assert shown(page) == ["q/pre"]
-    page.select_option("select#state", "")
+    # several states at once: the runs to look at after a night of preemptions
+    page.check("details#state input[value=crashed]")
+    wait_rows(page, 2)
+    assert sorted(shown(page)) == ["q/crash", "q/pre"]
+    assert parse_qs(urlparse(page.url).query)["state"] == ["preempted", "crashed"] or parse_qs(
+        urlparse(page.url).query
+    )["state"] == ["crashed", "preempted"]
+    assert page.inner_text("details#state > summary").strip() == "crashed, preempted"
+    page.reload()  # the URL holds the view: the same two states, ticked
+    wait_ready(page)
+    wait_rows(page, 2)
+    assert page.is_checked("details#state input[value=crashed]")
+    assert not page.is_checked("details#state input[value=failed]")
+    page.click("details#state > summary")
+    page.click("details#state #all-states")
+    wait_rows(page, SWEEP + 5)  # every run: the sweep, q/* and z/broken
+    assert "state=" not in page.url
     page.fill("input#where", "config.lr>=0.35")
     page.press("input#where", "Enter")
     wait_rows(page, 5)

@@ -45,7 +45,7 @@ function readState(params) {
   return {
     project: params.get("project") || "",
     q: params.get("q") || "",
-    state: params.get("state") || "",
+    states: all("state").filter((v) => STATES.includes(v)),
     sort: params.get("sort") || "created",
     order: params.get("order") === "asc" ? "asc" : "desc",
     page: Math.max(1, Number.parseInt(params.get("page"), 10) || 1),
@@ -63,7 +63,7 @@ function urlOf(st) {
   const p = {
     project: st.project,
     q: st.q,
-    state: st.state,
+    state: st.states,
     sort: st.sort === "created" ? "" : st.sort,
     order: st.order === "desc" ? "" : st.order,
     page: st.page > 1 ? st.page : "",
@@ -82,7 +82,7 @@ function apiParams(st) {
   return {
     project: st.project,
     q: st.q,
-    state: st.state,
+    state: st.states,
     tag: st.tag,
     group: st.group,
     host: st.host,
@@ -118,13 +118,25 @@ export function renderRuns(main, params) {
     { id: "project", "aria-label": "Project" },
     el("option", { value: "" }, "all projects"),
   );
+  // States: any several at once (crashed and preempted: the runs to look at after a night).
+  const stateLabel = el("span", { class: "label" });
+  const stateBoxes = STATES.map((s) => el("input", { type: "checkbox", name: "state", value: s }));
   const state = el(
-    "select",
-    { id: "state", "aria-label": "State" },
-    el("option", { value: "" }, "all states"),
-    STATES.map((s) => el("option", { value: s }, s)),
+    "details",
+    { id: "state", class: "multi" },
+    el("summary", { "aria-label": "State" }, stateLabel),
+    el(
+      "div",
+      { class: "menu", role: "group", "aria-label": "States to show" },
+      STATES.map((s, i) => el("label", {}, stateBoxes[i], badge(s))),
+      el("button", { type: "button", class: "link", id: "all-states" }, "all states"),
+    ),
   );
-  state.value = st.state;
+  const showStates = () => {
+    for (const box of stateBoxes) box.checked = st.states.includes(box.value);
+    stateLabel.textContent = st.states.length ? st.states.join(", ") : "all states";
+  };
+  showStates();
   const where = el("input", {
     id: "where",
     type: "text",
@@ -144,7 +156,7 @@ export function renderRuns(main, params) {
     { class: "toolbar", role: "search" },
     search,
     el("label", {}, "Project", project),
-    el("label", {}, "State", state),
+    el("span", { class: "field" }, "State", state), // not a label: it would tick a box
     el("label", {}, "Where", where),
     addColumn,
     chips,
@@ -218,8 +230,19 @@ export function renderRuns(main, params) {
     changed();
   });
   state.addEventListener("change", () => {
-    st.state = state.value;
+    st.states = stateBoxes.filter((b) => b.checked).map((b) => b.value);
+    showStates();
     changed();
+  });
+  state.querySelector("#all-states").addEventListener("click", () => {
+    st.states = [];
+    showStates();
+    state.open = false;
+    changed();
+  });
+  // a click anywhere else closes the menu, as a select's would
+  document.addEventListener("click", (e) => {
+    if (state.open && !state.contains(e.target)) state.open = false;
   });
   const applyWhere = () => {
     const parts = where.value
@@ -306,7 +329,7 @@ export function renderRuns(main, params) {
       want && !projects.includes(want) ? el("option", { value: want }, want) : null,
     );
     project.value = want;
-    state.value = st.state;
+    showStates();
     const shown = new Set(effectiveCols(data));
     const cols = data.columns || {};
     fill(addColumn,
@@ -469,7 +492,7 @@ export function renderRuns(main, params) {
     const base = baseColumns(runs);
     const body = el("tbody", {}, runs.map((r) => row(r, base, cols, hasProblem)));
     if (!runs.length) {
-      const filtered = st.q || st.state || st.project || st.tag.length || st.group || st.host || st.where.length;
+      const filtered = st.q || st.states.length || st.project || st.tag.length || st.group || st.host || st.where.length;
       const span = base.length + cols.length + 1;
       body.append(el("tr", {}, el("td", { colspan: span, class: "empty" },
         filtered ? "No runs match these filters." : "No runs in this root yet: start one with localrun.init().")));
