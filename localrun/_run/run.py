@@ -330,7 +330,7 @@ class Run:
             and type(data) is dict
             and step is None
             and commit is None
-            and data.keys() <= self._number_keys
+            and self._number_keys.issuperset(data)  # twice as fast as data.keys() <= ...
             and (
                 _FLOATS.issuperset(map(type, data.values()))
                 or (_NUMBERS.issuperset(map(type, data.values())) and _ints_fit(data))
