@@ -23,6 +23,12 @@ settings.load_profile("localrun")
 
 REPO = Path(__file__).resolve().parents[1]
 
+# pytest imports this file as the module "conftest"; the tests import its helpers as
+# "tests.conftest". Without this line those are two modules with two reaper lists: every process
+# a test handed to track() (or spawn()) was never reaped, and each browser test left its
+# `localrun ui` server running after the session.
+sys.modules.setdefault("tests.conftest", sys.modules[__name__])
+
 # Real servers started by the tests themselves (session fixtures): swift_s3.
 pytest_plugins = ["tests.servers.swift"]
 
