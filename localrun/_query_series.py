@@ -108,7 +108,7 @@ class Axis:
         self.x_ok = np.isfinite(self.xs)
         self.all_ok = bool(self.x_ok.all())
         self.ordered = _ordered(self.xs)
-        self._buckets: dict[tuple[float, float, int], np.ndarray] = {}
+        self._buckets: dict[int, np.ndarray] = {}  # by width: the whole axis's buckets
 
     def points(self, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The rows where x and y are both finite."""
@@ -135,12 +135,14 @@ class Axis:
         count = len(xs)
         if count <= 2 * width:
             return Points(key, xs.tolist(), ys.tolist(), count, False)
-        lo, hi = bounds(xs, xmin, xmax)
-        b = self._buckets.get((lo, hi, width)) if whole and self.ordered else None
+        # The whole axis (no gap, no range, in order) has one grid per width: its bounds and
+        # buckets are worked out for the first key and reused for the others.
+        shared = whole and self.ordered
+        b = self._buckets.get(width) if shared else None
         if b is None:
-            b = buckets(xs, lo, hi, width)
-            if whole and self.ordered:
-                self._buckets[(lo, hi, width)] = b
+            b = buckets(xs, *bounds(xs, xmin, xmax), width)
+            if shared:
+                self._buckets[width] = b
         keep = _extremes(b, ys)
         return Points(key, xs[keep].tolist(), ys[keep].tolist(), count, True)
 

@@ -49,8 +49,6 @@ MAX_KEY = 1024  # characters of a whole key: far above any key a push makes
 MAX_PART = 255  # bytes of one part of it (NAME_MAX of Linux filesystems)
 MAX_MARKER = 64 * 1024  # a root marker is a few dozen bytes of JSON
 CHUNK = 1 << 20
-
-
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)

@@ -240,10 +240,11 @@ export function renderRuns(main, params) {
     state.open = false;
     changed();
   });
-  // a click anywhere else closes the menu, as a select's would
-  document.addEventListener("click", (e) => {
+  // a click anywhere else closes the menu, as a select's would (removed when the page is left)
+  const onClickOutside = (e) => {
     if (state.open && !state.contains(e.target)) state.open = false;
-  });
+  };
+  document.addEventListener("click", onClickOutside);
   const applyWhere = () => {
     const parts = where.value
       .split(",")
@@ -548,6 +549,7 @@ export function renderRuns(main, params) {
     clearInterval(ages);
     onSearch.cancel();
     document.removeEventListener("keydown", onKey);
+    document.removeEventListener("click", onClickOutside);
     setLive(false, "");
   };
 }
