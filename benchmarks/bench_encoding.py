@@ -96,7 +96,7 @@ def bench_curve(name: str, steps: int, tmp: Path) -> list[tuple[str, str, str]]:
         old += p.stat().st_size
     new_read, old_read = _history_seconds(root), _history_seconds(old_root)
     seg = table.slice(0, min(10_000, steps))
-    new_cpu = _cpu_per_row(seg, write_options(seg))
+    new_cpu = _cpu_per_row(seg, write_options(seg.schema))
     old_cpu = _cpu_per_row(seg, {})
     return [
         (f"{name}: localrun segments", f"{ours / points:.2f} B/pt", f"{len(segs)} segments"),

@@ -2,7 +2,8 @@
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/bench_memory.py [--steps 10000000] [--repeat 3]
 
-Every cell runs in a fresh process (peak RSS is per process), medians of ``--repeat``:
+Every cell runs in a fresh process (peak RSS is per process), medians of ``--repeat`` rounds
+of one cell of each kind (interleaved; the loop's ratio is the median of the rounds' ratios):
 
 - ``none``: the loop builds each step's dict of 10 fresh floats and drops it (the RSS baseline);
 - ``lists``: the same loop appends the 10 values to 10 Python lists (the time baseline);
@@ -17,10 +18,10 @@ Compaction runs on a thread of its own (flusher.Compactor) and streams each merg
 at a time (a second-level merge is 16 segments of 16 segments: 2.56 million rows), so its
 memory in the peak RSS is a row group's. Set LOCALRUN_COMPACT_FANOUT to see the buffer alone.
 
-"max call warm" is the slowest call after the first ``WARM`` steps: the writer's first
-conversion makes pyarrow import pandas when it is installed (about a second on a loaded
-machine), and a tight loop fills the buffer long before that; a real program logs its first
-rows well after init.
+"max call warm" is the slowest call after the first ``WARM`` steps. The writer used to make
+pyarrow import pandas at its first conversion (0.3 s quiet, over a second loaded), which a
+tight loop waited for; it builds its columns without ``pa.array`` now (``_store/arrays.py``),
+so both rows should be alike.
 """
 
 from __future__ import annotations
@@ -115,10 +116,22 @@ def main() -> None:
     if args.cell:
         print(json.dumps(cell(args.cell, args.steps, args.root)))
         return
-    med: dict[str, dict[str, float]] = {}
-    for kind in ("none", "lists", "localrun"):
-        cells = [run_cell(kind, args.steps) for _ in range(args.repeat)]
-        med[kind] = {k: statistics.median(c[k] for c in cells) for k in cells[0]}
+    # Rounds of one cell of each kind, interleaved: this machine's speed drifts by a third
+    # from one minute to the next (the same loop took 5.1 to 6.8 s in five processes in a
+    # row), so a ratio is taken within a round and the rounds' median is printed.
+    rounds = [
+        {kind: run_cell(kind, args.steps) for kind in ("none", "lists", "localrun")}
+        for _ in range(args.repeat)
+    ]
+    med = {
+        kind: {k: statistics.median(r[kind][k] for r in rounds) for k in rounds[0][kind]}
+        for kind in ("none", "lists", "localrun")
+    }
+    ratio = {
+        k: statistics.median(r["localrun"][k] / r["lists"][k] for r in rounds)
+        for k in ("wall", "cpu")
+    }
+    spread = sorted(r["localrun"]["wall"] / r["lists"]["wall"] for r in rounds)
     n = args.steps
     none, lists, lr = med["none"], med["lists"], med["localrun"]
     rows = [
@@ -138,7 +151,7 @@ def main() -> None:
         (
             f"slowest single log() after {WARM:,} steps",
             f"{lr['warm'] * 1e3:,.2f} ms",
-            "the writer warm (pyarrow's lazy pandas import done)",
+            "",
         ),
         (
             "whole loop: appending to lists",
@@ -148,14 +161,15 @@ def main() -> None:
         (
             "whole loop: log() + finish()",
             f"{lr['wall']:,.2f} s",
-            f"{lr['wall'] / lists['wall']:.2f}x lists wall (target <= 2.5x); CPU "
-            f"{lr['cpu']:,.2f} s = {lr['cpu'] / lists['cpu']:.2f}x lists CPU",
+            f"{ratio['wall']:.2f}x lists wall (target <= 2.5x; rounds "
+            f"{spread[0]:.2f}x to {spread[-1]:.2f}x); CPU {lr['cpu']:,.2f} s = "
+            f"{ratio['cpu']:.2f}x lists CPU",
         ),
     ]
     import pyarrow as pa
 
     print_table(
-        f"localrun tight loop, {n:,} steps x 10 floats (medians of {args.repeat} fresh "
+        f"localrun tight loop, {n:,} steps x 10 floats (medians of {args.repeat} rounds of fresh "
         f"processes; python {sys.version.split()[0]}, pyarrow {pa.__version__}, "
         f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f})",
         rows,

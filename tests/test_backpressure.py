@@ -17,7 +17,7 @@ import pytest
 
 import localrun
 from localrun._run.buffer import CELL_BYTES
-from tests.conftest import spawn
+from tests.conftest import run_py, spawn
 
 THREADS = 4
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -290,3 +290,46 @@ def test_a_loop_logging_faster_than_the_disk_still_commits(
     assert len(seen) == 3, f"a reader saw commits at {seen} after {i:,} rows"
     run.finish()
     assert _steps(root) == list(range(i))
+
+
+def test_the_writer_never_imports_pandas(tmp_path: Path) -> None:
+    """pyarrow's ``pa.array`` imports pandas on its first call (0.3 s quiet, over 1 s loaded,
+    holding the GIL and pyarrow's import lock); in the writer that import landed in the first
+    flush of a tight loop, and a ``log()`` waiting for room waited for it. Flushes, sparse keys,
+    system samples, compaction, a resume and a rewind must all build their columns without it.
+    """
+    import importlib.util
+
+    assert importlib.util.find_spec("pandas") is not None, "the dev extra installs pandas"
+    code = """
+        import sys, localrun
+        run = localrun.init(project="p", id="r")
+        for i in range(3000):
+            run.log({"a": float(i), "b": i} if i % 3 else {"a": None, "c": 1.5})
+        run.finish()
+        run = localrun.init(project="p", id="r", resume="must", rewind_to=1999)
+        for i in range(3000):
+            run.log({"a": 0.5, "b": None})
+        run.finish()
+        run = localrun.init(project="p", id="r", resume="must")  # compacts what is left
+        run.finish()
+        print("pandas imported" if "pandas" in sys.modules else "no pandas")
+    """
+    env = {
+        "LOCALRUN_FLUSH_ROWS": "100",
+        "LOCALRUN_BUFFER_ROWS": "200",
+        "LOCALRUN_COMPACT_FANOUT": "2",
+        "LOCALRUN_SYSTEM_INTERVAL": "0.01",
+    }
+    done = run_py(code, tmp_path, timeout=120, **env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "no pandas"
+    table = localrun.Api(tmp_path).run("p/r").history(["a", "b", "c"])
+    a, b, c = (table.column(k).to_pylist() for k in "abc")
+    steps = table.column("_step").to_pylist()
+    assert steps == list(range(5000))
+    # Attempt 1's rows below the rewind point, with their nulls where a key was absent or None.
+    assert (a[3], b[3], c[3]) == (None, None, 1.5)
+    assert (a[4], b[4], c[4]) == (4.0, 4.0, None)
+    assert a[-1] == 0.5 and b[-1] is None
+    assert localrun.Api(tmp_path).run("p/r").history(stream="system").num_rows > 0

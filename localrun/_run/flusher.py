@@ -16,8 +16,6 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 from .._store import compaction
 from .._store import manifest as mf
 from .._store.layout import inside
@@ -32,7 +30,6 @@ log = logging.getLogger("localrun")
 
 
 def loop(run: Run) -> None:
-    pa.array([0.0])  # pay pyarrow's lazy pandas import here, not in the first flush
     interval = run._settings.flush_interval
     while not run._stop.is_set():
         run._wake.wait(interval)

@@ -58,7 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import atomic, segments
+from . import arrays, atomic, segments
 from . import manifest as mf
 from .layout import HISTORY, inside, safe_dir, segment_name
 from .records import Revision, SegmentEntry
@@ -293,7 +293,7 @@ class _Merge:
         stats = _Stats()
 
         def produce(path: Path) -> None:
-            options = segments.write_options(schema.empty_table())
+            options = segments.write_options(schema)
             with pq.ParquetWriter(path, schema, **options) as writer:
                 for table in _row_groups(self._pieces(sources)):
                     stats.add(table)
@@ -332,7 +332,7 @@ class _Merge:
             for table in _read_groups(self.run_dir, part, self.stop):
                 table = _with_origin(table, part)
                 if bound is not None and part["max_step"] > bound:
-                    mask = pc.less_equal(table.column("_step"), bound)
+                    mask = pc.less_equal(table.column("_step"), arrays.int64_scalar(bound))
                     table = table.filter(mask if keep else pc.invert(mask))
                 if table.num_rows:
                     yield _conform(table, self.schema)
@@ -425,7 +425,7 @@ def _with_origin(table: pa.Table, part: SegmentEntry) -> pa.Table:
         return table
     n = table.num_rows
     for name, value in zip(ORIGIN, position(part), strict=True):
-        table = table.append_column(name, pa.repeat(pa.scalar(value, pa.int64()), n))
+        table = table.append_column(name, arrays.repeat_int64(value, n))
     return table
 
 

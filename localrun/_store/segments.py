@@ -90,7 +90,8 @@ def write(
         raise atomic.storage_error(exc, "create the folder", run_dir / HISTORY) from exc
     name = segment_name(attempt, seq)
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta, default=str).encode()})
-    atomic.publish_file(hist / name, lambda p: pq.write_table(table, p, **write_options(table)))
+    options = write_options(table.schema)
+    atomic.publish_file(hist / name, lambda p: pq.write_table(table, p, **options))
     steps = table.column("_step")
     return {
         "file": f"{HISTORY}/{name}",
@@ -103,7 +104,7 @@ def write(
     }
 
 
-def write_options(table: pa.Table) -> dict[str, Any]:
+def write_options(schema: pa.Schema) -> dict[str, Any]:
     """How each column kind is encoded (docs/format.md#encoding); any Parquet reader reads it.
 
     zstd everywhere. Floats without a dictionary (a metric rarely repeats a value exactly, so
@@ -115,7 +116,7 @@ def write_options(table: pa.Table) -> dict[str, Any]:
     """
     encoding: dict[str, str] = {}
     dictionary: list[str] = []
-    for field in table.schema:
+    for field in schema:
         t, path = field.type, field.name
         if pa.types.is_list(t):  # the leaf column of a list (pyarrow's compliant nested names)
             t, path = t.value_type, f"{path}.list.element"

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import atomic
+from . import arrays, atomic
 from .layout import inside, safe_dir, segment_name
 from .records import SystemEntry
 from .segments import write_options
@@ -29,12 +28,13 @@ def to_table(samples: list[tuple[float, float, dict[str, float]]]) -> pa.Table:
     """``(timestamp, runtime, values)`` samples as one table: the time columns, then every key
     (float64; null where a sample lacks it)."""
     keys = sorted({k for _, _, values in samples for k in values})
-    columns: dict[str, Any] = {
-        "_timestamp": pa.array([s[0] for s in samples], pa.float64()),
-        "_runtime": pa.array([s[1] for s in samples], pa.float64()),
+    columns: dict[str, pa.Array] = {
+        "_timestamp": arrays.float64s([s[0] for s in samples]),
+        "_runtime": arrays.float64s([s[1] for s in samples]),
     }
     for k in keys:
-        columns[k] = pa.array([s[2].get(k) for s in samples], pa.float64())
+        column = arrays.optional_float64s([s[2].get(k) for s in samples])
+        columns[k] = pa.nulls(len(samples), arrays.FLOAT64) if column is None else column
     return pa.table(columns)
 
 
@@ -47,7 +47,8 @@ def write(run_dir: Path, attempt: int, seq: int, table: pa.Table, level: int = 0
     name = segment_name(attempt, seq)
     meta = {"localrun": json.dumps({"stream": SYSTEM, "attempt": attempt})}
     table = table.replace_schema_metadata(meta)
-    atomic.publish_file(folder / name, lambda p: pq.write_table(table, p, **write_options(table)))
+    options = write_options(table.schema)
+    atomic.publish_file(folder / name, lambda p: pq.write_table(table, p, **options))
     times = table.column("_timestamp")
     return {
         "file": f"{SYSTEM}/{name}",
