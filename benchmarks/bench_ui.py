@@ -310,6 +310,21 @@ def main() -> None:
                 rows.append((f"{label}: floor (static JSON)", fmt(f_median), note))
                 proc.terminate()
                 proc.wait(timeout=30)
+                if label.startswith("runs page"):
+                    # A server started again on the same root: it starts from the runs page
+                    # file the last one saved (.runs-page.json) instead of reading every run.
+                    proc, url = start_ui(root)
+                    procs.append(proc)
+                    again, _, _ = measure(browser, url, page_path)
+                    rows.append(
+                        (
+                            f"{label}: first visit, server restarted",
+                            fmt(again),
+                            f"against {fmt(first)} for the first server on this root",
+                        )
+                    )
+                    proc.terminate()
+                    proc.wait(timeout=30)
             browser.close()
     finally:
         for proc in procs:

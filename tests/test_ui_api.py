@@ -891,6 +891,57 @@ def test_a_project_of_many_runs_is_read_once(tmp_path: Path) -> None:
     assert client.json("/api/v1/runs")["total"] == n - 1 and index.reads == n
 
 
+def test_a_new_server_starts_from_the_runs_page_the_last_one_saved(tmp_path: Path) -> None:
+    """A server's first runs page reads every run's revision (seconds for 10,000 runs); the
+    file the last server left in the project (``.runs-page.json``, runs_cache) gives it each
+    run still at the revision it read, proven with two lookups and no read. A run changed
+    since is read again (never a stale row), and a damaged file is ignored whole."""
+    import shutil
+
+    from localrun._server.runs_index import BULK
+
+    root = tmp_path / "runs"
+    with localrun.init(
+        project="many",
+        id="r000",
+        dir=root,
+        config={"seed": 0, "opt": {"lr": 0.1}},
+        notes="baseline sweep",
+        tags=["a", "b"],
+        console=False,
+        system_metrics=False,
+    ) as run:
+        run.log({"loss": 1.0})
+    n = BULK + 10
+    for i in range(1, n):
+        shutil.copytree(root / "many" / "r000", root / "many" / f"r{i:03d}")
+        _retarget(root / "many" / f"r{i:03d}")
+    query = {"limit": 1000, "sort": "id", "order": "asc"}
+    first = Client(root)
+    before = first.json("/api/v1/runs", params=query)["runs"]
+    assert _index(first).reads == n and (root / "many" / ".runs-page.json").is_file()
+
+    with localrun.init(
+        project="many", id="r007", dir=root, resume="must", console=False, system_metrics=False
+    ) as run:
+        run.log({"loss": 0.25})
+    second = Client(root)
+    after = second.json("/api/v1/runs", params=query)["runs"]
+    assert _index(second).reads == 1  # r007 alone: the others are proven current
+    changed = after[7]
+    assert changed["id"] == "r007" and changed["summary"]["loss"] == 0.25
+    assert changed["attempts"] == 2 and changed["rev"] > before[7]["rev"]
+    assert after[:7] + after[8:] == before[:7] + before[8:]
+    assert after[3]["config"] == {"seed": 0, "opt.lr": 0.1} and after[3]["tags"] == ["a", "b"]
+    found = second.json("/api/v1/runs", params={"q": "BASELINE", "where": "config.opt.lr=0.1"})
+    assert found["total"] == n  # the search text and the values came back from the file too
+
+    (root / "many" / ".runs-page.json").write_text('{"version": 1, "runs": {"r001": [1, 2]}}')
+    third = Client(root)
+    assert third.json("/api/v1/runs", params=query)["runs"] == after
+    assert _index(third).reads == n
+
+
 def test_system_series_by_time(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     with localrun.init(project="s", id="r", dir=root, console=False, system_metrics=0.05) as run:

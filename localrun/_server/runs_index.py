@@ -40,8 +40,10 @@ from ..errors import (
     RunNotFoundError,
     UsageError,
 )
+from . import runs_cache
+from .run_records import Details, RunRecord, Scalar
+from .runs_cache import haystack
 
-Scalar: TypeAlias = str | int | float | bool | None
 STATES = ("running", "finished", "failed", "crashed", "preempted", "damaged")
 SORTS = ("created", "updated", "id", "name", "state", "last_step", "attempts", "host")
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")  # longest first: "<=" is not "<" then "=value"
@@ -62,90 +64,6 @@ _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-
-
-@dataclass(frozen=True)
-class Details:
-    """What is read from a run's revision (cached until the revision changes)."""
-
-    name: str
-    tags: tuple[str, ...]
-    group: str | None
-    job_type: str | None
-    notes: str
-    host: str | None
-    config: dict[str, Scalar]
-    summary: dict[str, Scalar]
-    haystack: str  # lower-cased text the search box matches
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One row of the runs page (a damaged run: ``state == "damaged"`` and its ``problem``)."""
-
-    project: str
-    id: str
-    state: str
-    created: float | None = None
-    updated: float | None = None
-    last_step: int | None = None
-    attempts: int = 0
-    rev: int | None = None
-    details: Details | None = None
-    problem: str | None = None
-
-    @property
-    def path(self) -> str:
-        return f"{self.project}/{self.id}"
-
-    @property
-    def name(self) -> str:
-        return self.details.name if self.details else self.id
-
-    @property
-    def host(self) -> str | None:
-        return self.details.host if self.details else None
-
-    @property
-    def tags(self) -> tuple[str, ...]:
-        return self.details.tags if self.details else ()
-
-    @property
-    def group(self) -> str | None:
-        return self.details.group if self.details else None
-
-    def value(self, dotted: str) -> Scalar:
-        """``config.X`` or ``summary.X`` (None when the run has no such key)."""
-        if self.details is None:
-            return None
-        section, _, key = dotted.partition(".")
-        values = self.details.config if section == "config" else self.details.summary
-        return values.get(key)
-
-    def as_json(self) -> dict[str, Any]:
-        """The row as the API answers it."""
-        out: dict[str, Any] = {
-            "path": self.path,
-            "project": self.project,
-            "id": self.id,
-            "name": self.name,
-            "state": self.state,
-            "attempts": self.attempts,
-            "host": self.host,
-            "created": self.created,
-            "updated": self.updated,
-            "last_step": self.last_step,
-            "tags": list(self.tags),
-            "group": self.group,
-            "job_type": self.details.job_type if self.details else None,
-            "notes": self.details.notes if self.details else "",
-            "rev": self.rev,
-            "config": dict(self.details.config) if self.details else {},
-            "summary": dict(self.details.summary) if self.details else {},
-        }
-        if self.problem is not None:
-            out["problem"] = self.problem
-        return out
 
 
 @dataclass(frozen=True)
@@ -291,6 +209,11 @@ class RunsIndex:
                     continue
                 changed = self._keep(folder, entry, fresh, records) or changed
             stale = self._still_damaged(stale, damaged, records)
+            if len(stale) >= BULK:  # a first fill: what an earlier server read may still hold
+                stale, kept = _from_saved(base, stale)
+                for folder, entry in kept:
+                    self._keep(folder, entry, fresh, records)
+                changed = changed or bool(kept)
             listed = self._bulk(project) if len(stale) >= BULK else {}
             for folder, read in zip(stale, _each(_read, stale, listed), strict=True):
                 if read is None:
@@ -301,6 +224,8 @@ class RunsIndex:
                     continue
                 self._keep(folder, read, fresh, records)
                 changed = True
+            if len(stale) >= BULK:
+                _save(base, fresh)
             for folder, exc in failed.items():
                 problem = damage_of(folder, exc)
                 name = os.path.basename(folder)
@@ -398,6 +323,36 @@ def _each(
         return found + list(pool.map(lambda f: read(f, listed), rest))
 
 
+def _from_saved(base: str, folders: list[str]) -> tuple[list[str], list[tuple[str, _Entry]]]:
+    """``folders`` split into those the project's saved file (``runs_cache``) does not prove
+    current, and the entries it does (two lookups each, no read)."""
+    saved = runs_cache.load(base)
+    rest: list[str] = []
+    kept: list[tuple[str, _Entry]] = []
+    for folder in folders:
+        s = saved.get(os.path.basename(folder))
+        if s is not None and listing.still_newest(folder, s.rev, s.identity):
+            kept.append((folder, _Entry(s.rev, s.identity, s.stored_state, s.owner, s.record)))
+        else:
+            rest.append(folder)
+    return rest, kept
+
+
+def _save(base: str, entries: Mapping[str, _Entry]) -> None:
+    """Save the project's runs read whole for the next server (``runs_cache``)."""
+    prefix = f"{base}{os.sep}"
+    runs_cache.save(
+        base,
+        {
+            folder[len(prefix) :]: runs_cache.Saved(
+                e.rev, e.identity, e.stored_state, e.owner, e.record
+            )
+            for folder, e in entries.items()
+            if folder.startswith(prefix) and e.identity is not None and e.record.details
+        },
+    )
+
+
 def _cpu_times() -> tuple[float, float]:
     """This thread's seconds on a CPU, and waiting for one (Linux's schedstat: 0 elsewhere).
     Waiting for a CPU is not waiting on the disk: on a busy machine every disk would look
@@ -468,9 +423,10 @@ def details(run: StoredRun) -> Details:
     """A run's details from its revision (the one slow step the cache saves)."""
     notes = (run.notes or "").strip().split("\n", 1)[0][:NOTES_CHARS]
     tags = tuple(str(t) for t in run.tags)
-    text = [run.id, run.name, run.project, run.group, run.job_type, run.host, notes, *tags]
+    name = str(run.name)
+    text = haystack(run.id, name, run.project, run.group, run.job_type, run.host, notes, [*tags])
     return Details(
-        name=str(run.name),
+        name=name,
         tags=tags,
         group=run.group,
         job_type=run.job_type,
@@ -478,7 +434,7 @@ def details(run: StoredRun) -> Details:
         host=run.host,
         config=flatten(run.config),
         summary=flatten(run.summary),
-        haystack="\n".join(str(t) for t in text if t).lower(),
+        haystack=text,
     )
 
 
