@@ -936,7 +936,7 @@ def test_a_new_server_starts_from_the_runs_page_the_last_one_saved(tmp_path: Pat
     found = second.json("/api/v1/runs", params={"q": "BASELINE", "where": "config.opt.lr=0.1"})
     assert found["total"] == n  # the search text and the values came back from the file too
 
-    (root / "many" / ".runs-page.json").write_text('{"version": 1, "runs": {"r001": [1, 2]}}')
+    (root / "many" / ".runs-page.json").write_text('{"version": 2, "runs": {"r001": [1, 2]}}')
     third = Client(root)
     assert third.json("/api/v1/runs", params=query)["runs"] == after
     assert _index(third).reads == n
