@@ -10,6 +10,7 @@ And ``z/broken``, a run whose revisions were overwritten (damaged).
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,39 @@ def test_an_unknown_run_shows_the_404_message(page: Any, ui: UiServer, console_e
     assert page.get_attribute("div#error", "data-status") == "404"
     assert "no run p/nope" in page.inner_text("div#error")
     assert "nope" in page.inner_text("h1")
+
+
+def test_an_unknown_runs_page_backs_off_and_shows_the_run_once_it_appears(
+    ui_root: Path, page: Any, console_errors: Any
+) -> None:
+    """A page opened before its run exists (a link shared before the job started) polls with a
+    doubling wait, not every period forever, and draws the run once it is there."""
+    console_errors.allow(r"status of 404")
+    code = """
+        import sys, localrun
+        with localrun.init(project="p", id=sys.argv[1], console=False, system_metrics=False) as run:
+            run.log({"loss": 0.5})
+        """
+    first = run_py(code.replace("sys.argv[1]", "'first'"), ui_root)
+    assert first.returncode == 0, first.stderr
+    server = start_ui(ui_root)
+    asked: list[float] = []
+    page.on(
+        "request",
+        lambda r: asked.append(time.monotonic()) if r.url.split("?")[0].endswith("/p/later") else 0,
+    )
+    page.goto(server.page_url("/runs/p/later", poll=100))
+    page.wait_for_selector('div#error[data-status="404"]')
+    page.wait_for_timeout(3500)  # (not time.sleep: playwright delivers events while it waits)
+    # Every 100 ms that is 35 requests; doubling (100, 200, ... up to 1.6 s) about 6.
+    assert 3 <= len(asked) <= 10, asked
+    done = run_py(code.replace("sys.argv[1]", "'later'"), ui_root)
+    assert done.returncode == 0, done.stderr
+    page.wait_for_function(
+        "() => document.querySelector('h1').textContent.includes('later')"
+        " && document.querySelector('div#error').hidden",
+        timeout=20_000,
+    )
 
 
 def test_a_damaged_run_shows_its_problem_and_the_page_works(page: Any, ui: UiServer) -> None:

@@ -79,32 +79,40 @@ export async function getTextResponse(path, params = {}) {
   return { text: await res.text(), headers: res.headers };
 }
 
+// Failing polls wait twice as long each time, up to this many periods (a page of an unknown
+// run, or a stopped server, asks every 32 s instead of every 2 s; the first success resets).
+const BACKOFF = 16;
+
 // Call fn now and then every POLL_MS until the returned stop() is called; a failing call is
-// shown (showError) and retried at the next tick, so a server restart heals the page. A tab in
-// the background does not poll (a dashboard left open all day costs the server nothing); it
-// catches up at once when it is shown again. One call at a time: a slow answer delays the next.
+// shown (showError) and retried later, backing off (BACKOFF), so a server restart or a run
+// that appears heals the page. A tab in the background does not poll (a dashboard left open
+// all day costs the server nothing); it catches up at once when it is shown again. One call at
+// a time: a slow answer delays the next.
 export function poll(fn, ms = POLL_MS) {
   let stopped = false;
   let timer = null;
   let running = false;
   let first = true;
+  let wait = ms;
   const tick = async () => {
     timer = null;
     if (stopped || running) return;
     if (document.hidden && !first) {
-      timer = setTimeout(tick, ms);
+      timer = setTimeout(tick, wait);
       return;
     }
     first = false;
     running = true;
     try {
       await fn();
+      wait = ms;
     } catch (err) {
       showError(err);
+      wait = Math.min(wait * 2, ms * BACKOFF);
     } finally {
       running = false;
     }
-    if (!stopped && timer === null) timer = setTimeout(tick, ms);
+    if (!stopped && timer === null) timer = setTimeout(tick, wait);
   };
   const onVisible = () => {
     if (document.hidden || running || stopped) return;
