@@ -49,9 +49,10 @@ from .errors import (
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from ._store import segments
+    from ._store import arrays, segments
     from ._store import system as system_store
     from ._store.verify import Report as VerifyReport
 
@@ -72,6 +73,8 @@ if not TYPE_CHECKING:
     pq = _OnFirstUse("pyarrow.parquet")
     segments = _OnFirstUse("localrun._store.segments")
     system_store = _OnFirstUse("localrun._store.system")
+    arrays = _OnFirstUse("localrun._store.arrays")
+    pc = _OnFirstUse("pyarrow.compute")
 
 
 def arrow_schema(kinds: dict[str, str]) -> pa.Schema:
@@ -642,10 +645,8 @@ class StoredRun:
             return self.attempt_starts()
         if not tables:
             return {}
-        firsts = pa.concat_tables(tables).group_by("_attempt").aggregate([("_step", "min")])
-        return dict(
-            zip(firsts["_attempt"].to_pylist(), firsts["_step_min"].to_pylist(), strict=True)
-        )
+        table = pa.concat_tables(tables)
+        return minimum_by(table["_attempt"], table["_step"])
 
     @property
     def system_keys(self) -> list[str]:
@@ -670,9 +671,11 @@ class StoredRun:
             except FileNotFoundError:  # merged away after this snapshot: read again
                 self.refresh()
                 return self._system_history(keys)
-            tables.append(t.append_column("_attempt", pa.array([entry["attempt"]] * t.num_rows)))
+            tables.append(
+                t.append_column("_attempt", arrays.repeat_int64(entry["attempt"], t.num_rows))
+            )
         if not tables:
-            return pa.table({"_timestamp": pa.array([], pa.float64())})
+            return pa.table({"_timestamp": arrays.float64s([])})
         table = pa.concat_tables(tables, promote_options="default").sort_by("_timestamp")
         if keys is not None:
             keys = [keys] if isinstance(keys, str) else list(keys)
@@ -776,13 +779,12 @@ class StoredRun:
     def media_refs(self, key: str, step: int) -> list[dict[str, Any]]:
         """The checked references of the media value(s) logged as ``key`` at ``step`` (one, or
         a list's), for a reader that opens the blobs its own way (:meth:`media_bytes`)."""
-        import pyarrow.compute as pc
-
         from .media import parse_reference
 
         kind = self._media_kind(key)
         table = self.history([key])
-        at = pc.index(table["_step"], step).as_py()  # one lookup, not the column as Python
+        # One lookup, not the column as Python.
+        at = pc.index(table["_step"], arrays.int64_scalar(step)).as_py()
         value = table[key][at].as_py() if at >= 0 else None
         if value is None:
             raise RunNotFoundError(f"run {self.path} has no {key!r} at step {step}")
@@ -860,3 +862,16 @@ def _convert(table: pa.Table, format: str) -> Any:
             raise UsageError("format='polars' needs polars: pip install 'polars>=1'") from None
         return polars.from_arrow(table)
     raise UsageError(f"format={format!r} is not one of 'arrow', 'pandas', 'polars'")
+
+
+def minimum_by(groups: pa.ChunkedArray, values: pa.ChunkedArray) -> dict[Any, Any]:
+    """The smallest of ``values`` for each value of ``groups`` (a few: attempts).
+
+    Compute kernels given Arrow scalars, not ``group_by``: pyarrow's grouping (as its
+    ``to_numpy`` and any conversion of a Python value) imports pandas at its first use, 0.35 s
+    holding the GIL, which the dashboard paid at a first chart beside its first runs page."""
+    out: dict[Any, Any] = {}
+    for group in pc.unique(groups):
+        if group.is_valid:
+            out[group.as_py()] = pc.min(pc.filter(values, pc.equal(groups, group))).as_py()
+    return out

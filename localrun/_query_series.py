@@ -24,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._query import NUMBER
+from ._query import NUMBER, minimum_by
+from ._store import arrays
 from .errors import UsageError
 
 if TYPE_CHECKING:
@@ -87,11 +88,31 @@ def finite(x: Column, y: Column) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _floats(column: Column) -> np.ndarray:
-    """A column as float64 with NaN for nulls (one copy at most, no Python objects)."""
-    if column.null_count == 0 and column.type == pa.float64():
-        return np.asarray(column.to_numpy(), dtype=np.float64)  # no copy for one chunk
-    as_float = pc.fill_null(column.cast(pa.float64()), math.nan)
-    return np.asarray(as_float.to_numpy(), dtype=np.float64)
+    """A column as float64 with NaN for nulls (one copy at most, no Python objects; none for
+    one chunk of float64 without nulls).
+
+    Read from the Arrow buffers, not with ``to_numpy``: pyarrow's ``to_numpy`` (and
+    ``pc.fill_null`` given a Python float) imports pandas at its first call, 0.35 s holding the
+    GIL, which a server paid at its first chart, beside its first runs page.
+    """
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = [_chunk_floats(c) for c in chunks]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
+
+
+_NAN = arrays.float64s([math.nan])[0]
+
+
+def _chunk_floats(a: pa.Array) -> np.ndarray:
+    if a.type != arrays.FLOAT64:
+        a = a.cast(arrays.FLOAT64)
+    if a.null_count:
+        a = pc.fill_null(a, _NAN)
+    if not len(a):
+        return np.empty(0, dtype=np.float64)
+    return np.frombuffer(a.buffers()[1], dtype=np.float64, count=len(a), offset=a.offset * 8)
 
 
 class Axis:
@@ -198,10 +219,9 @@ def downsample(
 
 
 def warm_up() -> None:
-    """Pay the first downsampling's one-time costs now: pyarrow imports pandas (when it is
-    installed) at its first conversion, about 0.35 s holding the GIL. The server calls this
-    as it starts, so the first chart a user opens does not wait for it."""
-    x = pa.chunked_array([pa.array([0.0, 1.0, 2.0, 3.0, 4.0])])
+    """Pay the first downsampling's one-time costs now (numpy's and Arrow's compute kernels).
+    The server calls this as it starts, so the first chart a user opens does not wait."""
+    x = pa.chunked_array([arrays.float64s([0.0, 1.0, 2.0, 3.0, 4.0])])
     downsample("warm-up", x, x, 1)
 
 
@@ -335,10 +355,7 @@ def _system_series(
     markers = []
     hosts = {a.get("attempt"): a.get("host") for a in run.attempts}
     if "_attempt" in table.column_names and table.num_rows:
-        firsts = table.group_by("_attempt").aggregate([(column, "min")])
-        for attempt, at in sorted(
-            zip(firsts["_attempt"].to_pylist(), firsts[f"{column}_min"].to_pylist(), strict=True)
-        ):
+        for attempt, at in sorted(minimum_by(table["_attempt"], table[column]).items()):
             if attempt > 1:
                 markers.append(ResumePoint(attempt, None, at, hosts.get(attempt)))
     return RunSeries(series, markers)

@@ -118,8 +118,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "localrun._sync": ("localrun._store", "localrun._query", "localrun._settings",
                        "localrun.errors"),
     # the receiving side of sync: an object store of a root, checked with the store's own rules
-    # downsampling for charts, where the rows are read (pure pyarrow)
-    "localrun._query_series": ("localrun._query", "localrun.errors"),
+    # downsampling for charts, where the rows are read (pure pyarrow); the store's Arrow
+    # builders (_store.arrays) as the readers use them
+    "localrun._query_series": ("localrun._query", "localrun._store", "localrun.errors"),
     "localrun._server": ("localrun._store", "localrun.errors", "localrun", "localrun._query",
                          "localrun._query_series", "localrun.media"),
     "localrun._cli": ("localrun", "localrun._sync", "localrun._server"),  # sync and server

@@ -187,3 +187,44 @@ def test_resume_allow_without_an_id_warns_it_can_never_resume(root: Path) -> Non
     with pytest.warns(localrun.LocalrunWarning, match="can never resume"):
         run = localrun.init(project="p", resume="allow", dir=root)
     run.finish()
+
+
+def test_writing_and_reading_runs_start_no_arrow_thread_pool(tmp_path: Path) -> None:
+    """A process in which Arrow started one of its thread pools aborts at exit now and then,
+    "terminate called without an active exception" (apache/arrow#34314; seen here in the
+    demo's process and a resumed job's): exit code 134, a failed job to its scheduler. So
+    writing (flushes, system samples, compaction, a resume with a rewind) and reading (history,
+    every attempt, system samples, verify) start no native thread: once the run's own threads
+    end, the process has the threads it had after ``import pyarrow``. The same count sees the
+    pools pyarrow's dataset reader starts, so it would see ours."""
+    code = """
+        import os, threading, time
+        import pyarrow.parquet as pq
+        import localrun
+
+        def native_threads():
+            while threading.active_count() > 1:  # the run's own threads, ending after finish
+                time.sleep(0.01)
+            return len(os.listdir("/proc/self/task"))
+
+        before = native_threads()
+        for attempt, rewind in ((1, None), (2, None), (3, 1500)):
+            with localrun.init(project="p", id="r", resume="allow", rewind_to=rewind,
+                               system_metrics=0.01) as run:
+                for i in range(1000):
+                    run.log({"a": float(i), "b": i} if i % 5 else {"c": 1.0})
+        written = native_threads()
+        stored = localrun.Api().run("p/r")
+        stored.history(), stored.history(all_attempts=True), stored.history(stream="system")
+        (report,) = localrun.Api().verify("p/r")
+        read = native_threads()
+        pq.read_table(os.path.join(os.environ["LOCALRUN_DIR"], "p", "r", "history"))
+        print(before, written, read, native_threads(), report.ok)
+    """
+    env = {"LOCALRUN_COMPACT_FANOUT": "2", "LOCALRUN_FLUSH_ROWS": "200"}
+    done = run_py(code, tmp_path, timeout=120, **env)
+    assert done.returncode == 0, done.stderr
+    before, written, read, control, ok = done.stdout.split()
+    assert ok == "True"
+    assert (written, read) == (before, before)
+    assert int(control) > int(before), "the count must see a pool when one is started"

@@ -942,6 +942,47 @@ def test_a_new_server_starts_from_the_runs_page_the_last_one_saved(tmp_path: Pat
     assert _index(third).reads == n
 
 
+def test_the_dashboards_answers_never_import_pandas(tmp_path: Path) -> None:
+    """pyarrow imports pandas at the first ``to_numpy``, ``group_by`` or conversion of a Python
+    value (0.35 s holding the GIL): a server paid it at its first chart, beside its first runs
+    page. Every route the pages use answers without it."""
+    import importlib.util
+
+    assert importlib.util.find_spec("pandas") is not None, "the dev extra installs pandas"
+    code = """
+        import asyncio, sys, httpx, localrun
+        for rid, rewind in (("a", None), ("b", None), ("a", 150)):
+            with localrun.init(project="p", id=rid, resume="allow", rewind_to=rewind,
+                               config={"seed": 1}, system_metrics=0.02) as run:
+                for i in range(300):
+                    run.log({"loss": 1.0 / (i + 1), "epoch": i // 100} if i % 7 else {"val": 1.0})
+        from localrun._server.app import create_app
+        app = create_app(sys.argv[1], token=None, pushes=False)
+        async def main():
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                for url, params in [
+                    ("/api/v1/runs", {}),
+                    ("/api/v1/runs/p/a", {}),
+                    ("/api/v1/runs/p/a/series", {"width": 300}),
+                    ("/api/v1/runs/p/a/series", {"x": "time", "key": "val"}),
+                    ("/api/v1/runs/p/a/series", {"x": "relative"}),
+                    ("/api/v1/runs/p/a/series", {"x": "epoch", "key": "loss"}),
+                    ("/api/v1/runs/p/a/series", {"stream": "system", "x": "time"}),
+                    ("/api/v1/group-series", {"run": ["p/a", "p/b"], "key": "loss"}),
+                    ("/api/v1/runs/p/a/console", {}),
+                ]:
+                    r = await c.get(url, params=params)
+                    assert r.status_code == 200, (url, r.text)
+        asyncio.run(main())
+        print("pandas imported" if "pandas" in sys.modules else "no pandas")
+    """
+    root = tmp_path / "runs"
+    done = run_py(code.replace("sys.argv[1]", repr(str(root))), root, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "no pandas"
+
+
 def test_system_series_by_time(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     with localrun.init(project="s", id="r", dir=root, console=False, system_metrics=0.05) as run:

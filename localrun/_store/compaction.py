@@ -376,11 +376,11 @@ def _read_groups(run_dir: Path, part: SegmentEntry, stop: Callable[[], bool]) ->
     try:
         with open_inside(run_dir, rel, "segment") as f:
             try:
-                pf = pq.ParquetFile(f)
+                pf = segments.parquet_file(f)
                 for g in range(pf.num_row_groups):
                     if stop():
                         raise Stopped
-                    yield pf.read_row_group(g)
+                    yield pf.read_row_group(g, use_threads=False)
             except segments.DAMAGE_ERRORS as exc:
                 raise segments.damaged(run_dir, str(rel), exc) from exc
     except Stopped:

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import CorruptRunError
-from . import atomic
+from . import arrays, atomic
 from .layout import HISTORY, parse_segment_name, run_label, safe_dir, segment_name
 from .records import SegmentEntry
 from .safe_io import open_inside, open_regular
@@ -37,6 +37,20 @@ def damaged(run_dir: Path, rel: str, why: object) -> CorruptRunError:
     )
 
 
+def parquet_file(f: BinaryIO | pa.NativeFile) -> pq.ParquetFile:
+    """A Parquet file to read that starts none of Arrow's thread pools (read it with
+    ``use_threads=False`` too).
+
+    Why: a process in which Arrow started a thread pool aborts at exit now and then,
+    "terminate called without an active exception" (apache/arrow#34314, open; seen here in the
+    demo's process, a docs page's, a resumed job's), and a training job that exits with
+    SIGABRT is a failed job to its scheduler. pyarrow pre-buffers a file's column chunks on its
+    I/O pool by default, and ``use_threads`` decodes on its CPU pool; a segment is a few
+    columns, read in its owner's thread just as fast.
+    """
+    return pq.ParquetFile(f, pre_buffer=False)
+
+
 def read_table(run_dir: Path, rel: object, columns: list[str] | None = None) -> pa.Table:
     """The rows of segment ``rel`` (a path from the manifest), read without leaving the run.
 
@@ -45,7 +59,7 @@ def read_table(run_dir: Path, rel: object, columns: list[str] | None = None) -> 
     """
     with open_inside(run_dir, rel, "segment") as f:
         try:
-            return pq.ParquetFile(f).read(columns=columns)  # not the dataset API: see system.read
+            return parquet_file(f).read(columns=columns, use_threads=False)
         except DAMAGE_ERRORS as exc:
             raise damaged(run_dir, str(rel), exc) from exc
 
@@ -211,7 +225,7 @@ def read_rows(f: BinaryIO, seg: SegmentEntry, bound: int | None, schema: pa.Sche
     raises ``ValueError``; damaged Parquet raises whatever pyarrow does: the caller turns
     :data:`DAMAGE_ERRORS` into :func:`damaged`.
     """
-    pf = pq.ParquetFile(f)
+    pf = parquet_file(f)
     types = {field.name: field.type for field in pf.schema_arrow}
     if "_step" not in types:
         raise ValueError("it has no _step column")
@@ -221,21 +235,21 @@ def read_rows(f: BinaryIO, seg: SegmentEntry, bound: int | None, schema: pa.Sche
         have = types.get(field.name)
         if have is not None and not _same_type(have, field.type):
             raise ValueError(f"its column {field.name!r} is {have}, the run's is {field.type}")
-    table = pf.read(columns=[n for n in schema.names if n in types])
+    table = pf.read(columns=[n for n in schema.names if n in types], use_threads=False)
     if bound is not None and seg["max_step"] > bound:
-        table = table.filter(pc.less_equal(table.column("_step"), bound))
+        table = table.filter(pc.less_equal(table.column("_step"), arrays.int64_scalar(bound)))
     n = table.num_rows
-    arrays = []
+    columns = []
     for field in schema:
         if field.name in ORIGIN and field.name not in types:
             # A flush's rows all come from its position; a merged segment has them per row.
             value = seg["attempt"] if field.name == "_attempt" else seg["seq"]
-            arrays.append(pa.repeat(pa.scalar(value, pa.int64()), n))
+            columns.append(arrays.repeat_int64(value, n))
         elif field.name in types:
-            arrays.append(table.column(field.name).cast(field.type))
+            columns.append(table.column(field.name).cast(field.type))
         else:
-            arrays.append(pa.nulls(n, field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
+            columns.append(pa.nulls(n, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _same_type(have: pa.DataType, want: pa.DataType) -> bool:

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from . import arrays, atomic
 from .layout import inside, safe_dir, segment_name
 from .records import SystemEntry
-from .segments import write_options
+from .segments import parquet_file, write_options
 
 SYSTEM = "system"
 MERGE_AT = 16
@@ -63,17 +63,16 @@ def write(run_dir: Path, attempt: int, seq: int, table: pa.Table, level: int = 0
 
 
 def read(run_dir: Path, entry: SystemEntry) -> pa.Table:
-    """One segment's samples. Through ``ParquetFile``, not ``pq.read_table``: the dataset API
-    leaves Arrow threads behind that abort the interpreter at exit now and then ("terminate
-    called without an active exception"; seen in a docs page's process, about 1 run in 7)."""
+    """One segment's samples. Through ``ParquetFile`` without threads, as every segment read
+    (``segments.read_rows``): Arrow's thread pools abort the interpreter at exit now and then."""
     with inside(run_dir, entry["file"], "system segment").open("rb") as f:
-        return pq.ParquetFile(f).read().replace_schema_metadata(None)
+        return parquet_file(f).read(use_threads=False).replace_schema_metadata(None)
 
 
 def keys(run_dir: Path, entry: SystemEntry) -> list[str]:
     """The sampled keys of one segment, from its footer alone (no row is read)."""
     with inside(run_dir, entry["file"], "system segment").open("rb") as f:
-        names = pq.ParquetFile(f).schema_arrow.names
+        names = parquet_file(f).schema_arrow.names
     return [n for n in names if not n.startswith("_")]
 
 
