@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import threading
 import time
@@ -865,21 +866,26 @@ def test_a_killed_run_shows_crashed_without_a_commit(tmp_path: Path) -> None:
     )
 
 
-def test_a_project_of_many_runs_is_read_once(tmp_path: Path) -> None:
-    """More than runs_index.BULK new runs in a project: read through its listing, once."""
-    import shutil
-
+def _many_runs(root: Path, **init: Any) -> int:
+    """runs_index.BULK + 10 runs in project "many" (r000, r001, ...), copies of one real run:
+    enough to take the index's first-fill path. Returns how many."""
     from localrun._server.runs_index import BULK
 
-    root = tmp_path / "runs"
     with localrun.init(
-        project="many", id="r000", dir=root, config={"seed": 0}, console=False, system_metrics=False
+        project="many", id="r000", dir=root, console=False, system_metrics=False, **init
     ) as run:
         run.log({"loss": 1.0})
     n = BULK + 10
     for i in range(1, n):
         shutil.copytree(root / "many" / "r000", root / "many" / f"r{i:03d}")
         _retarget(root / "many" / f"r{i:03d}")
+    return n
+
+
+def test_a_project_of_many_runs_is_read_once(tmp_path: Path) -> None:
+    """More than runs_index.BULK new runs in a project: read through its listing, once."""
+    root = tmp_path / "runs"
+    n = _many_runs(root, config={"seed": 0})
     client = Client(root)
     index = _index(client)
     page = client.json("/api/v1/runs", params={"limit": 1000, "sort": "id", "order": "asc"})
@@ -896,26 +902,8 @@ def test_a_new_server_starts_from_the_runs_page_the_last_one_saved(tmp_path: Pat
     file the last server left in the project (``.runs-page.json``, runs_cache) gives it each
     run still at the revision it read, proven with two lookups and no read. A run changed
     since is read again (never a stale row), and a damaged file is ignored whole."""
-    import shutil
-
-    from localrun._server.runs_index import BULK
-
     root = tmp_path / "runs"
-    with localrun.init(
-        project="many",
-        id="r000",
-        dir=root,
-        config={"seed": 0, "opt": {"lr": 0.1}},
-        notes="baseline sweep",
-        tags=["a", "b"],
-        console=False,
-        system_metrics=False,
-    ) as run:
-        run.log({"loss": 1.0})
-    n = BULK + 10
-    for i in range(1, n):
-        shutil.copytree(root / "many" / "r000", root / "many" / f"r{i:03d}")
-        _retarget(root / "many" / f"r{i:03d}")
+    n = _many_runs(root, config={"seed": 0, "opt": {"lr": 0.1}}, notes="baseline", tags=["a", "b"])
     query = {"limit": 1000, "sort": "id", "order": "asc"}
     first = Client(root)
     before = first.json("/api/v1/runs", params=query)["runs"]

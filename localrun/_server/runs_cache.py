@@ -15,14 +15,13 @@ fill read many runs; a read-only root only costs speed. Writers never read it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
-from .._store.atomic import temp_path
+from .._store.atomic import replace_cache
 from .._store.records import Owner
 from .run_records import Details, RunRecord, Scalar
 
@@ -68,14 +67,7 @@ def save(project_dir: str, runs: Mapping[str, Saved]) -> None:
         separators=(",", ":"),
         allow_nan=False,  # flatten() made non-finite floats strings; anything else is a bug
     ).encode()
-    path = Path(project_dir, FILE)
-    tmp = temp_path(path)
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    replace_cache(Path(project_dir, FILE), payload)
 
 
 def _encode(s: Saved) -> list[Any]:

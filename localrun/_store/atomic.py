@@ -6,6 +6,7 @@ the rename never crosses a filesystem and ``verify`` can tell whose leftover a t
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -103,6 +104,19 @@ def publish_file(final: Path, write: Callable[[Path], None]) -> None:
     except OSError as exc:
         raise storage_error(exc, "write", final) from exc
     fsync_dir(final.parent)
+
+
+def replace_cache(final: Path, payload: bytes) -> None:
+    """Replace a derived file (an index that any reader can rebuild): temp file, then rename,
+    no fsync. Any failure leaves the old file, or none, which only makes readers slower, so it
+    is not reported (a read-only root is a normal place to list or browse)."""
+    tmp = temp_path(final)
+    try:
+        tmp.write_bytes(payload)
+        os.replace(tmp, final)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def write_json(final: Path, data: Any) -> None:

@@ -24,7 +24,6 @@ speed. Deleting it is always safe. It is never read on a commit path and never b
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ from typing import Any
 
 from ..errors import LocalrunError
 from . import revisions
-from .atomic import temp_path
+from .atomic import replace_cache
 from .layout import LOG, revision_name
 from .records import Revision
 
@@ -192,10 +191,4 @@ def _save(path: Path, runs: dict[str, list[Any]]) -> None:
     payload = json.dumps(
         {"index": INDEX_VERSION, "fields": list(FIELDS), "runs": runs}, separators=(",", ":")
     ).encode()
-    tmp = temp_path(path)
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    replace_cache(path, payload)
