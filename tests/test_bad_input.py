@@ -124,3 +124,17 @@ def test_root_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     target.write_text("not a folder")
     with pytest.raises(localrun.StorageError, match="cannot create the root"):
         localrun.init(project="p", dir=target)
+
+
+def test_an_empty_key_is_named_as_empty_not_as_reserved(
+    committed: localrun.Run, root: Path
+) -> None:
+    with pytest.raises(localrun.LogValueError, match="must not be empty; got '' at the top") as e:
+        committed.log({"": 1.0})
+    assert "reserved" not in str(e.value)
+    with pytest.raises(
+        localrun.LogValueError, match="inside 'opt'. Name the value, e.g. 'opt/loss'"
+    ):
+        committed.log({"opt": {"": 1.0}})
+    committed.finish()
+    assert _rows(root) == [0.0, 1.0, 2.0]  # the refused rows left nothing behind

@@ -333,3 +333,33 @@ def test_invalid_ids_in_variables(root, monkeypatch) -> None:
     monkeypatch.setenv("LOCALRUN_RUN_ID", "ok")
     monkeypatch.setenv("LOCALRUN_PROJECT", "")
     assert localrun.init(resume="allow", dir=root).project == "uncategorized"
+
+
+def test_resuming_a_cleanly_ended_run_is_quiet_and_a_takeover_is_said(root, caplog) -> None:
+    """A resume of a run whose last attempt ended (finished, failed, preempted) takes it from
+    nobody: not worth a warning on every requeue (the newcomer's report counted 20 in one
+    `make bench`). Taking a run from an owner that died is, and says why."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="localrun")
+    with localrun.init(project="p", id="r", dir=root) as run:
+        run.log({"loss": 1.0})
+    with localrun.init(project="p", id="r", resume="must", dir=root) as run:
+        assert run.resumed
+    assert "taking over" not in caplog.text
+    killed = spawn(
+        """
+        import localrun, time
+        run = localrun.init(project="p", id="r", resume="must")
+        run.log({"loss": 2.0}); run.flush()
+        print("ready", flush=True)
+        time.sleep(60)
+        """,
+        root,
+    )
+    assert killed.stdout is not None and killed.stdout.readline().strip() == "ready", killed.stderr
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    with localrun.init(project="p", id="r", resume="must", dir=root) as run:
+        assert run.attempt == 4
+    assert "taking over run" in caplog.text and "process is gone" in caplog.text

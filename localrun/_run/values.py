@@ -160,7 +160,12 @@ def check_key(key: object, prefix: str = "") -> str:
         raise LogValueError(
             f"log keys must be strings; got {type(key).__name__} {key!r}. Use str(key)."
         )
-    if not key or key.startswith(RESERVED_PREFIX):
+    if not key:
+        where = f"inside {prefix.rstrip('/')!r}" if prefix else "at the top level"
+        raise LogValueError(
+            f"log keys must not be empty; got '' {where}. Name the value, e.g. {prefix + 'loss'!r}"
+        )
+    if key.startswith(RESERVED_PREFIX):
         raise LogValueError(
             f"key {key!r} is reserved (keys starting with '_' are localrun's: _step, _timestamp, "
             "_runtime); rename it"

@@ -143,7 +143,8 @@ def take_over(
         v = decide(m)  # judged again on the newest revision: a heartbeat that moved is alive
         if not isinstance(v, Verdict) or v.action != "take":
             return v
-        log.warning("taking over run %s: %s", run_dir, v.reason)
+        if m.get("owner") is not None:  # a resume of a run that ended cleanly is not news
+            log.warning("taking over run %s: %s", run_dir, v.reason)
         if prepare is not None:
             prepare(m)
         return _start_attempt(run_dir, m, ttl_s, rewind_to)
