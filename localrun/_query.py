@@ -50,7 +50,6 @@ from .errors import (
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from ._store import arrays, segments
     from ._store import system as system_store
@@ -70,7 +69,6 @@ class _OnFirstUse:
 
 if not TYPE_CHECKING:
     pa = _OnFirstUse("pyarrow")
-    pq = _OnFirstUse("pyarrow.parquet")
     segments = _OnFirstUse("localrun._store.segments")
     system_store = _OnFirstUse("localrun._store.system")
     arrays = _OnFirstUse("localrun._store.arrays")
@@ -823,7 +821,7 @@ class StoredRun:
 
             hist = json.loads(data)
             return np.asarray(hist["counts"]), np.asarray(hist["edges"])
-        return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+        return segments.read_parquet(pa.BufferReader(data))
 
     def __repr__(self) -> str:
         return f"<localrun.StoredRun {self.path} state={self.state} last_step={self.last_step}>"

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, cast
 
 from .._store.atomic import replace_cache
 from .._store.records import Owner
-from .run_records import Details, RunRecord, Scalar
+from .run_records import Details, RunRecord
 
 FILE = ".runs-page.json"  # in the project folder; a dot-name is never taken for a run
 VERSION = 2  # 2: the search text is saved too
@@ -122,12 +122,3 @@ def _decode(raw: object) -> Saved | None:
         project, id_, stored_state, created, updated, last_step, attempts, rev, details
     )
     return Saved(rev, (ino, size, mtime), stored_state, cast("Owner | None", owner), shown_record)
-
-
-def haystack(*parts: str | list[str] | None) -> str:
-    """The lower-cased text the search box matches (id, name, project, group, job type, host,
-    notes, tags)."""
-    text: list[Scalar] = []
-    for p in parts:
-        text.extend(p if isinstance(p, list) else [p])
-    return "\n".join(str(t) for t in text if t).lower()

@@ -43,7 +43,6 @@ from ..errors import (
 )
 from . import runs_cache
 from .run_records import Details, RunRecord, Scalar
-from .runs_cache import haystack
 
 STATES = ("running", "finished", "failed", "crashed", "preempted", "damaged")
 SORTS = ("created", "updated", "id", "name", "state", "last_step", "attempts", "host")
@@ -425,7 +424,7 @@ def details(run: StoredRun) -> Details:
     notes = (run.notes or "").strip().split("\n", 1)[0][:NOTES_CHARS]
     tags = tuple(str(t) for t in run.tags)
     name = str(run.name)
-    text = haystack(run.id, name, run.project, run.group, run.job_type, run.host, notes, [*tags])
+    text = [run.id, name, run.project, run.group, run.job_type, run.host, notes, *tags]
     return Details(
         name=name,
         tags=tags,
@@ -435,7 +434,7 @@ def details(run: StoredRun) -> Details:
         host=run.host,
         config=flatten(run.config),
         summary=flatten(run.summary),
-        haystack=text,
+        haystack="\n".join(str(t) for t in text if t).lower(),
     )
 
 

@@ -569,9 +569,10 @@ def _item(run: StoredRun, ref: dict[str, Any]) -> dict[str, Any]:
             "caption": caption,
         }
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+    from .._store.segments import read_parquet
+
+    table = read_parquet(pa.BufferReader(data))
     shown = table.slice(0, TABLE_ROWS).to_pylist()
     return {
         "type": "table",

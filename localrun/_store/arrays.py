@@ -38,7 +38,8 @@ def int64_scalar(value: int) -> pa.Scalar:
 
 def repeat_int64(value: int, n: int) -> pa.Array:
     """``n`` times ``value``, as ``pa.repeat`` would give it."""
-    return int64s(array.array("q", (value,)) * n)
+    buf = array.array("q", (value,)) * n
+    return pa.Array.from_buffers(INT64, n, [None, pa.py_buffer(buf)])
 
 
 def float64s(values: Iterable[float]) -> pa.Array:

@@ -19,7 +19,7 @@ from .console import CONSOLE
 from .files import VERSIONS, sha256_of
 from .layout import FILES, inside, parse_segment_name
 from .records import ConsoleEntry, FileVersion, Revision, SystemEntry
-from .segments import parquet_file
+from .segments import read_parquet
 from .system import SYSTEM
 
 _CHUNK = re.compile(r"^(\d{4})-(\d{6})\.log$")
@@ -60,8 +60,7 @@ def _system(run_dir: Path) -> tuple[list[SystemEntry], list[str]]:
         rel = f"{SYSTEM}/{p.name}"
         try:
             with inside(run_dir, rel, "system segment").open("rb") as f:
-                table = parquet_file(f).read(columns=["_timestamp"], use_threads=False)
-                times = table.column("_timestamp")
+                times = read_parquet(f, ["_timestamp"]).column("_timestamp")
         except Exception:  # unreadable: left unlisted, as verify reports an unlisted file
             continue
         if len(times) == 0:

@@ -51,6 +51,11 @@ def parquet_file(f: BinaryIO | pa.NativeFile) -> pq.ParquetFile:
     return pq.ParquetFile(f, pre_buffer=False)
 
 
+def read_parquet(f: BinaryIO | pa.NativeFile, columns: list[str] | None = None) -> pa.Table:
+    """A whole Parquet file (or ``columns`` of it) read as :func:`parquet_file` says: no pool."""
+    return parquet_file(f).read(columns=columns, use_threads=False)
+
+
 def read_table(run_dir: Path, rel: object, columns: list[str] | None = None) -> pa.Table:
     """The rows of segment ``rel`` (a path from the manifest), read without leaving the run.
 
@@ -59,7 +64,7 @@ def read_table(run_dir: Path, rel: object, columns: list[str] | None = None) -> 
     """
     with open_inside(run_dir, rel, "segment") as f:
         try:
-            return parquet_file(f).read(columns=columns, use_threads=False)
+            return read_parquet(f, columns)
         except DAMAGE_ERRORS as exc:
             raise damaged(run_dir, str(rel), exc) from exc
 

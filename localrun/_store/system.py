@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from . import arrays, atomic
 from .layout import inside, safe_dir, segment_name
 from .records import SystemEntry
-from .segments import parquet_file, write_options
+from .segments import parquet_file, read_parquet, write_options
 
 SYSTEM = "system"
 MERGE_AT = 16
@@ -66,7 +66,7 @@ def read(run_dir: Path, entry: SystemEntry) -> pa.Table:
     """One segment's samples. Through ``ParquetFile`` without threads, as every segment read
     (``segments.read_rows``): Arrow's thread pools abort the interpreter at exit now and then."""
     with inside(run_dir, entry["file"], "system segment").open("rb") as f:
-        return parquet_file(f).read(use_threads=False).replace_schema_metadata(None)
+        return read_parquet(f).replace_schema_metadata(None)
 
 
 def keys(run_dir: Path, entry: SystemEntry) -> list[str]:
