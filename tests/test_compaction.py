@@ -558,3 +558,53 @@ def test_a_merge_holds_a_row_group_in_memory_not_the_merge(root: Path) -> None:
     assert max(sizes) <= 4096 and sum(sizes) == 200_000 and len(sizes) >= 200_000 // 4096
     assert before < total / 10  # nothing of the merge was held before it began
     assert peak < total / 5, (peak, total)  # a few row groups (and buffers), not the merge
+
+
+def test_an_end_commits_without_waiting_for_a_merge_then_waits_for_its_thread(root: Path) -> None:
+    """A failed or preempted end stops a merge unfinished: the final commit goes first (the
+    merge in flight is not waited for), and the end returns only once the merge's thread has
+    left Arrow's reader (a process exiting with a thread inside Arrow can die of SIGSEGV).
+    The merge here is a real one whose first read waits until the end state is on disk."""
+    result = run_py(
+        """
+        import json, threading, time
+        import localrun
+        from localrun._store import compaction
+        from localrun._store import manifest as mf
+
+        real, merging, seen = compaction._read_groups, threading.Event(), []
+
+        def slow(run_dir, part, stop):
+            merging.set()
+            deadline = time.monotonic() + 60
+            while mf.load(run_dir)["state"] == "running" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen.append(mf.load(run_dir)["state"])
+            yield from real(run_dir, part, stop)
+
+        compaction._read_groups = slow
+        run = localrun.init(project="p", id="r", flush_interval=3600)
+        for i in range(40):
+            run.log({"x": float(i)})
+            run.flush()
+            if merging.is_set():
+                break
+        assert merging.wait(60), "no merge started"
+        run.finish(1)
+        alive = [t.name for t in threading.enumerate() if t.name.startswith("localrun-compact")]
+        print(json.dumps({"seen": seen, "alive": alive, "steps": run.step}))
+        """,
+        root,
+        timeout=120,
+        LOCALRUN_COMPACT_FANOUT="2",
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["seen"] == ["failed"]  # the end committed while the merge was reading
+    assert out["alive"] == []  # and returned once the merge's thread had stopped
+    stored = localrun.Api(root).run("p/r")
+    assert stored.state == "failed"
+    steps = stored.history().column("_step").to_pylist()
+    assert steps == list(range(out["steps"]))  # nothing lost, nothing twice
+    listed, on_disk = _listed_and_on_disk(root, "p/r")
+    assert listed == on_disk  # the unfinished merge left no file behind

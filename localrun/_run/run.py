@@ -1100,6 +1100,12 @@ class Run:
             self._end_deferred(state, exit_code)
 
     def _end_deferred(self, state: str, exit_code: int | None) -> None:
+        try:
+            self._stop_and_commit(state, exit_code)
+        finally:
+            self._compactor.join()  # after the final commit: an end never waits on a merge
+
+    def _stop_and_commit(self, state: str, exit_code: int | None) -> None:
         if not self._finished:
             self._finished = True
             self._fast = False

@@ -41,12 +41,15 @@ Exit status 1 with one ``FAIL:`` line when a check fails; a writer that is super
 
 from __future__ import annotations
 
+import faulthandler
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -272,18 +275,35 @@ def _stall_reporter(log: list[dict[str, Any]]) -> None:
         if time.time() - last < STALL_S or reported == last:
             continue
         reported = last
-        frames = sys._current_frames()
-        where = []
-        for t in threading.enumerate():
-            frame = frames.get(t.ident or -1)
-            if frame is None or not t.name.startswith(("localrun", "MainThread")):
-                continue
-            stack = traceback.extract_stack(frame)[-4:]
-            where.append(f"{t.name}: " + " <- ".join(f"{f.name}:{f.lineno}" for f in stack[::-1]))
-        print(
-            f"{HOST} writer: no commit for {time.time() - last:.0f}s; " + " | ".join(where),
-            flush=True,
-        )
+        print(f"{HOST} writer: no commit for {time.time() - last:.0f}s; {_stacks()}", flush=True)
+
+
+def _stacks() -> str:
+    """Where the main and localrun threads are, innermost 4 frames each.
+
+    Read with ``faulthandler.dump_traceback``, which walks every thread's frames in C without
+    letting the GIL go. Walking them from Python (``sys._current_frames``, ``f_back``,
+    ``traceback.extract_stack``, which reads source lines) lets other threads run between two
+    frames, and on CPython 3.11 a frame object whose thread returned meanwhile can crash the
+    process (python/cpython#99110; getsentry/sentry-python#2386). In the stop-in-mutex step
+    this report fires just as the woken writer exits, and the writer exited with SIGSEGV (139)
+    instead of 6 once in CI.
+    """
+    names = {t.ident: t.name for t in threading.enumerate()}
+    with tempfile.TemporaryFile() as f:
+        faulthandler.dump_traceback(f, all_threads=True)
+        f.seek(0)
+        text = f.read().decode(errors="replace")
+    where = []
+    for block in text.split("\n\n"):
+        head, *frames = block.strip().splitlines() or [""]
+        ident = re.search(r"Thread (0x[0-9a-f]+)", head)
+        name = names.get(int(ident.group(1), 16), "") if ident else ""
+        if not name.startswith(("localrun", "MainThread")):
+            continue
+        calls = re.findall(r"line (\d+) in (\S+)", "\n".join(frames[:4]))
+        where.append(f"{name}: " + " <- ".join(f"{fn}:{line}" for line, fn in calls))
+    return " | ".join(where)
 
 
 def writer(root: str, run: str, out: str, trigger: str | None = None) -> None:
@@ -802,6 +822,9 @@ ROLES = {
 }
 
 if __name__ == "__main__":
+    # A role that dies of a signal (SIGSEGV, SIGABRT) prints every thread's stack first: such a
+    # crash happens once in many CI runs, and the exit status alone does not say where.
+    faulthandler.enable()
     role, *args = sys.argv[1:]
     try:
         ROLES[role](*args)  # type: ignore[operator]
