@@ -59,6 +59,22 @@ def test_scripts_import_only_local_modules() -> None:
             assert spec.startswith(("./", "/static/")), f"{script.name} imports {spec}"
 
 
+def test_index_preloads_every_module_the_pages_import() -> None:
+    """A module the pages import but index.html does not preload is fetched only once the
+    module importing it has arrived: one more round trip before the first chart."""
+    html = (STATIC / "index.html").read_text()
+    preloaded = set(re.findall(r"""<link rel="modulepreload" href="/static/([^"]+)">""", html))
+    imported, todo = {"app.js"}, ["app.js"]
+    while todo:
+        text = (STATIC / todo.pop()).read_text()
+        for spec in re.findall(r"""\bimport\b[^"';]*?["']\./([^"']+)["']""", text):
+            if spec not in imported:
+                imported.add(spec)
+                todo.append(spec)
+    assert len(imported) > 5
+    assert preloaded == imported
+
+
 def test_no_url_anywhere_in_static_but_the_vendored_comments() -> None:
     files = [p for p in STATIC.rglob("*") if p.is_file()]
     assert len(files) > 5

@@ -111,6 +111,19 @@ def test_overview_shows_config_summary_notes_and_state(page: Any, ui: UiServer) 
     assert page.locator("div#damaged").is_hidden()
 
 
+def test_the_first_draw_asks_for_the_runs_details_once(page: Any, ui: UiServer) -> None:
+    """The page hands the details it fetched to its charts: asking again costs a round trip
+    before the first chart (over an ``ssh -L`` tunnel, the network's)."""
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/v1/" in r.url else None)
+    page.goto(ui.page_url("/runs/p/rich", poll=60_000))
+    wait_ready(page)
+    details = [u for u in asked if u.split("?")[0].endswith("/api/v1/runs/p/rich")]
+    assert len(details) == 1, asked
+    assert any("/api/v1/runs/p/rich/series?" in u for u in asked), asked
+    assert page.locator("#metrics div.chart[data-ready='1']").count() >= 1
+
+
 def test_attempts_table_of_a_preempted_and_resumed_run(page: Any, ui: UiServer) -> None:
     open_run(page, ui)
     first = page.locator("section#attempts tr[data-attempt='1']")

@@ -72,9 +72,9 @@ class KeyValues {
 
 // Start a MetricCharts and resolve once its charts are drawn (each div.chart has data-ready),
 // bounded: a chart that never draws must not keep the page from saying it is ready.
-async function startCharts(charts, container) {
+async function startCharts(charts, container, known) {
   try {
-    await charts.start();
+    await charts.start(known);
   } catch (err) {
     showError(err);
   }
@@ -387,7 +387,7 @@ export function renderRun(main, path, params) {
     systemToggle.setAttribute("aria-expanded", String(systemOpen));
     if (!keys.length || !systemOpen || systemCharts) return;
     systemCharts = new MetricCharts(systemBox, { runs: [path], stream: "system" });
-    await startCharts(systemCharts, systemBox);
+    await startCharts(systemCharts, systemBox, { [path]: r });
   }
   systemToggle.addEventListener("click", () => {
     systemOpen = !systemOpen;
@@ -418,7 +418,7 @@ export function renderRun(main, path, params) {
     const waits = [];
     if (!charts) {
       charts = new MetricCharts(metricsBox, { runs: [path], stream: "history" });
-      waits.push(startCharts(charts, metricsBox));
+      waits.push(startCharts(charts, metricsBox, { [path]: data }));
     }
     waits.push(startSystem(data));
     waits.push(mediaPanels.refresh(data.keys).catch(showError));
