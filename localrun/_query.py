@@ -191,6 +191,13 @@ class Api:
                 damaged.append(DamagedRun(rdir.parent.name, rdir.name, problem, rdir))
         return sorted(runs, key=lambda r: r.created), damaged
 
+    def _listed(self, project: str) -> Iterator[tuple[str, StoredRun | None]]:
+        """Each run folder of ``project`` in name order, with the run as its listing found it
+        (None when it cannot be read), one at a time: the dashboard shows the runs read so far
+        while it reads the rest. The listing saves its index once the walk is complete."""
+        for found in listing.scan(project_dir(self.root, sanitize_id(project, "project name"))):
+            yield found.folder, (StoredRun._listed(found) if found.error is None else None)
+
     def _scan(self, project: str | None) -> Iterator[listing.Listed]:
         """Every run folder of ``project`` (or of all projects), as the listing found it."""
         for p in [sanitize_id(project, "project name")] if project else self.projects():

@@ -930,6 +930,53 @@ def test_a_new_server_starts_from_the_runs_page_the_last_one_saved(tmp_path: Pat
     assert _index(third).reads == n
 
 
+def test_a_runs_page_asked_during_the_first_fill_shows_the_runs_read_so_far(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first fill of many runs takes seconds (minutes on a cold NFS root): the dashboard asks
+    with ``partial=1`` and gets the runs read so far, and how far the fill got; any other
+    client waits for the whole list. Here the fill is held, in the server's own prefill
+    thread, inside its third part's first read."""
+    from localrun._server import runs_index
+
+    root = tmp_path / "runs"
+    n = _many_runs(root)
+    monkeypatch.setattr(runs_index, "CHUNK", 20)
+    real, calls, held, release = runs_index._read, [], threading.Event(), threading.Event()
+
+    def read(folder: str, listed: dict[str, Any]) -> Any:
+        calls.append(folder)
+        if len(calls) == 41:
+            held.set()
+            release.wait(60)
+        return real(folder, listed)
+
+    monkeypatch.setattr(runs_index, "_read", read)
+    client = Client(root)  # its prefill thread starts the fill
+    try:
+        assert held.wait(60), "the fill never reached its third part"
+        query = {"sort": "id", "order": "asc", "limit": 1000}
+        page = client.json("/api/v1/runs", params={**query, "partial": "1"})
+        assert page["reading"] == {"read": 40, "of": n}
+        assert [r["id"] for r in page["runs"]] == [f"r{i:03d}" for i in range(40)]
+        assert page["total"] == 40
+        assert (
+            client.json("/api/v1/runs", params={**query, "partial": "1", "q": "r01"})["total"] == 10
+        )  # filters and search work on what was read
+        whole: list[Any] = []
+        waiting = threading.Thread(target=lambda: whole.append(client.json("/api/v1/runs")))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and not whole  # without partial=1: the whole list, later
+    finally:
+        release.set()
+    waiting.join(60)
+    assert whole and whole[0]["total"] == n and "reading" not in whole[0]
+    done = client.json("/api/v1/runs", params={**query, "partial": "1"})
+    assert "reading" not in done and done["total"] == n
+    assert [r["id"] for r in done["runs"]] == [f"r{i:03d}" for i in range(n)]
+
+
 def test_the_dashboards_answers_never_import_pandas(tmp_path: Path) -> None:
     """pyarrow imports pandas at the first ``to_numpy``, ``group_by`` or conversion of a Python
     value (0.35 s holding the GIL): a server paid it at its first chart, beside its first runs

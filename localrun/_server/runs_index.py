@@ -23,7 +23,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +50,7 @@ OPS = ("<=", ">=", "!=", "=", "<", ">", "~")  # longest first: "<=" is not "<" t
 _WHERE = re.compile(r"^(config|summary)\.([^<>=!~]+)(<=|>=|!=|=|<|>|~)(.*)$", re.DOTALL)
 NOTES_CHARS = 200
 BULK = 50  # runs of a project new to the index from which it is read through its listing
+CHUNK = 500  # runs a first fill reads between two showings of what it has read so far
 PARALLEL = 64  # runs read in this thread first, to see whether threads would help the rest
 READERS = 8
 WAITING = 1.0  # time those reads waited on the disk per time they computed: threads from here
@@ -143,9 +144,10 @@ class Page:
     config_columns: list[str]
     summary_columns: list[str]
     runs: list[RunRecord]
+    reading: Reading | None = None  # a first fill under way: the page is of the runs read so far
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "total": self.total,
             "offset": self.offset,
             "limit": self.limit,
@@ -153,6 +155,20 @@ class Page:
             "columns": {"config": self.config_columns, "summary": self.summary_columns},
             "runs": [r.as_json() for r in self.runs],
         }
+        if self.reading is not None:
+            found["reading"] = {"read": self.reading.read, "of": self.reading.of}
+        return found
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A first fill under way, as far as it got: ``read`` of ``of`` run folders, the records
+    of those (what a runs page shows meanwhile, rather than nothing for seconds)."""
+
+    projects: list[str]
+    records: list[RunRecord]
+    read: int
+    of: int
 
 
 @dataclass
@@ -185,6 +201,8 @@ class RunsIndex:
     _damaged: dict[str, tuple[Fingerprint, RunRecord | None]] = field(default_factory=dict)
     _pages: dict[Query, tuple[int, Page]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _filled: bool = False  # a fill completed: later ones wait (they read only changed runs)
+    _reading: Reading | None = None  # the first fill's progress, while it runs
 
     def records(self) -> tuple[list[str], list[RunRecord]]:
         """The root's projects and every run (damaged ones included)."""
@@ -193,15 +211,17 @@ class RunsIndex:
 
     def _records(self) -> tuple[list[str], list[RunRecord]]:
         projects = self.api.projects()
+        folders = [(p, os.fspath(self.api.root / p)) for p in projects]
+        names = {base: listing.run_names(base) for _, base in folders}
+        of, done = sum(map(len, names.values())), 0
         fresh: dict[str, _Entry] = {}
         damaged: dict[str, tuple[Fingerprint, RunRecord | None]] = {}
         records: list[RunRecord] = []
         changed = False
-        for project in projects:
-            base = os.fspath(self.api.root / project)
+        for project, base in folders:
             failed: dict[str, LocalrunError] = {}
             stale: list[str] = []
-            for name in listing.run_names(base):
+            for name in names[base]:
                 folder = f"{base}{os.sep}{name}"
                 entry = self._cache.get(folder)
                 if entry is None or not _unchanged(folder, entry):
@@ -209,22 +229,28 @@ class RunsIndex:
                     continue
                 changed = self._keep(folder, entry, fresh, records) or changed
             stale = self._still_damaged(stale, damaged, records)
-            if len(stale) >= BULK:  # a first fill: what an earlier server read may still hold
+            bulk = len(stale) >= BULK
+            if bulk:  # a first fill: what an earlier server read may still hold
                 stale, kept = _from_saved(base, stale)
                 for folder, entry in kept:
                     self._keep(folder, entry, fresh, records)
                 changed = changed or bool(kept)
-            listed = self._bulk(project) if len(stale) >= BULK else {}
-            for folder, read in zip(stale, _each(_read, stale, listed), strict=True):
-                if read is None:
-                    continue
-                self.reads += 1
-                if isinstance(read, LocalrunError):
-                    failed[folder] = read
-                    continue
-                self._keep(folder, read, fresh, records)
-                changed = True
-            if len(stale) >= BULK:
+            done += len(names[base]) - len(stale)
+            parts = self._listed_parts(project, stale) if bulk else [(stale, {})]
+            for part, listed in parts:
+                for folder, read in zip(part, _each(_read, part, listed), strict=True):
+                    if read is None:
+                        continue
+                    self.reads += 1
+                    if isinstance(read, LocalrunError):
+                        failed[folder] = read
+                        continue
+                    self._keep(folder, read, fresh, records)
+                    changed = True
+                done += len(part)
+                if bulk:
+                    self._show(projects, records, done, of)
+            if bulk:
                 _save(base, fresh)
             for folder, exc in failed.items():
                 problem = damage_of(folder, exc)
@@ -237,7 +263,33 @@ class RunsIndex:
             self.generation += 1
             self._pages.clear()
         self._cache, self._damaged = fresh, damaged
+        self._filled, self._reading = True, None
         return projects, records
+
+    def _show(self, projects: list[str], records: list[RunRecord], done: int, of: int) -> None:
+        """Let pages asked for during the first fill show the runs read so far."""
+        if not self._filled:
+            self._reading = Reading(projects, list(records), done, of)
+
+    def _listed_parts(
+        self, project: str, stale: list[str]
+    ) -> Iterator[tuple[list[str], dict[str, StoredRun]]]:
+        """``stale`` in parts of :data:`CHUNK` folders, each with the runs the project's listing
+        made of them (``Api.runs_and_damaged``'s walk, one run at a time: its on-disk index knows
+        each run's newest revision, so only that one file is read per run, when first asked).
+        Both are in name order, so each part takes the listing up to its last folder."""
+        walk = self.api._listed(project)
+        listed: dict[str, StoredRun] = {}
+        for start in range(0, len(stale), CHUNK):
+            part = stale[start : start + CHUNK]
+            for folder, run in walk:
+                if run is not None:
+                    listed[folder] = run
+                if folder >= part[-1]:
+                    break
+            yield part, {f: run for f in part if (run := listed.pop(f, None)) is not None}
+        for _ in walk:  # to its end: the listing saves its index there
+            pass
 
     @staticmethod
     def _keep(folder: str, entry: _Entry, fresh: dict[str, _Entry], out: list[RunRecord]) -> bool:
@@ -250,13 +302,6 @@ class RunsIndex:
         fresh[folder] = entry
         out.append(entry.record)
         return moved
-
-    def _bulk(self, project: str) -> dict[str, StoredRun]:
-        """When many runs of a project are new to the index (the first request), they are read
-        through the project's listing (``Api.runs_and_damaged``): its on-disk index knows each
-        run's newest revision, so only that one file is read per run, when first asked."""
-        runs, _ = self.api.runs_and_damaged(project)
-        return {os.fspath(run.dir): run for run in runs}
 
     def _still_damaged(
         self,
@@ -277,23 +322,38 @@ class RunsIndex:
                 rest.append(folder)
         return rest
 
-    def page(self, query: Query) -> Page:
-        """The runs ``query`` selects, sorted and paged."""
-        with self._lock:
+    def page(self, query: Query, partial: bool = False) -> Page:
+        """The runs ``query`` selects, sorted and paged. With ``partial``, while the first fill
+        reads many runs (10,000 on a cold disk or NFS take seconds), the page of those read so
+        far, saying how far it got (the dashboard shows them meanwhile); without, the whole."""
+        if not self._lock.acquire(blocking=False):
+            reading = self._reading
+            if partial and reading is not None:
+                return _select(query, reading.projects, reading.records, reading)
+            self._lock.acquire()
+        try:
             projects, records = self._records()
             kept = self._pages.get(query)
             if kept is not None and kept[0] == self.generation:
                 return kept[1]
-        matching = [r for r in records if query.matches(r)]
-        ordered = sort_records(matching, query.sort, query.descending)
-        config, summary = columns(matching)
-        shown = ordered[query.offset : query.offset + query.limit]
-        found = Page(len(matching), query.offset, query.limit, projects, config, summary, shown)
+        finally:
+            self._lock.release()
+        found = _select(query, projects, records)
         with self._lock:
             if len(self._pages) > 64:
                 self._pages.clear()
             self._pages[query] = (self.generation, found)
         return found
+
+
+def _select(
+    query: Query, projects: list[str], records: list[RunRecord], reading: Reading | None = None
+) -> Page:
+    matching = [r for r in records if query.matches(r)]
+    ordered = sort_records(matching, query.sort, query.descending)
+    config, summary = columns(matching)
+    shown = ordered[query.offset : query.offset + query.limit]
+    return Page(len(matching), query.offset, query.limit, projects, config, summary, shown, reading)
 
 
 def _each(

@@ -331,7 +331,8 @@ def parse_query(request: Request) -> Query:
 
 
 def runs_page(index: RunsIndex, request: Request) -> Response:
-    return json_answer(request, index.page(parse_query(request)).as_json())
+    partial = request.query_params.get("partial") == "1"
+    return json_answer(request, index.page(parse_query(request), partial).as_json())
 
 
 # -- 2. one run ------------------------------------------------------------------------------

@@ -249,15 +249,24 @@ class UiServer:
 
 
 def start_ui(
-    root: Path, host: str = "127.0.0.1", token: str | None = None, timeout: float = 60
+    root: Path,
+    host: str = "127.0.0.1",
+    token: str | None = None,
+    timeout: float = 60,
+    prelude: str = "",
 ) -> UiServer:
     """Start ``python -m localrun._cli ui --root ROOT --port 0``; returns once ``/api/v1/health``
-    answers. The conftest reaper (``track``) ends it after the test."""
+    answers. The conftest reaper (``track``) ends it after the test. ``prelude``: code the
+    server process runs first (a test's instrumentation of the real server)."""
     extra = {"LOCALRUN_TOKEN": token} if token else {}
-    argv = [sys.executable, "-m", "localrun._cli", "ui", "--root", str(root), "--host", host]
+    args = ["ui", "--root", str(root), "--host", host, "--port", "0"]
+    argv = [sys.executable, "-m", "localrun._cli", *args]
+    if prelude:
+        main = f"from localrun._cli import main\nmain({args!r})"
+        argv = [sys.executable, "-c", textwrap.dedent(prelude) + "\n" + main]
     proc = track(
         subprocess.Popen(
-            [*argv, "--port", "0"],
+            argv,
             env=child_env(root, **extra),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -267,3 +267,48 @@ def test_a_tag_click_filters_and_its_chip_removes_the_filter(page: Any, ui: UiSe
     page.click(".chips .chip button")
     wait_rows(page, SWEEP)
     assert "tag=" not in page.url
+
+
+HELD_FILL = """
+import os, time
+from localrun._server import runs_index
+runs_index.CHUNK = 20
+real, calls = runs_index._read, []
+def read(folder, listed):
+    calls.append(folder)
+    if len(calls) == 41:  # the third part's first read: two parts (40 runs) are read
+        open({held!r}, "w").close()
+        while os.path.exists({hold!r}):  # the test removes it to let the fill go on
+            time.sleep(0.01)
+    return real(folder, listed)
+runs_index._read = read
+"""
+
+
+def test_a_large_roots_runs_show_while_the_server_reads_them(tmp_path: Path, page: Any) -> None:
+    """A server's first read of a large root (10,000 runs on NFS: a minute) shows the runs
+    read so far at once, says how far it got, and completes the list when the read is done.
+    The server is the real one, its first read held (by the test) after two parts of 20."""
+    from tests.test_ui_api import _many_runs
+
+    root = tmp_path / "runs"
+    n = _many_runs(root)
+    hold, held = tmp_path / "hold", tmp_path / "held"
+    hold.touch()
+    server = start_ui(root, prelude=HELD_FILL.format(hold=str(hold), held=str(held)))
+    try:
+        deadline = time.monotonic() + 60
+        while not held.exists():
+            assert time.monotonic() < deadline, "the server's first read never got to its hold"
+            time.sleep(0.02)
+        page.goto(server.page_url("/", sort="id", order="asc"))
+        wait_ready(page)
+        assert shown(page) == [f"many/r{i:03d}" for i in range(40)]
+        assert page.inner_text("#reading") == f"· reading runs: 40 of {n}…"
+        assert page.evaluate("document.body.dataset.complete") is None
+    finally:
+        hold.unlink()
+    page.wait_for_function("document.body.dataset.complete === '1'", timeout=30_000)
+    assert shown(page) == [f"many/r{i:03d}" for i in range(n)]
+    assert page.locator("#reading").is_hidden()
+    assert page.inner_text("#count") == f"1{DASH}{n} of {n}"

@@ -78,6 +78,8 @@ function urlOf(st) {
   return withParams("/", p);
 }
 
+const READING_MS = 250; // how soon a partial list is asked for again
+
 function apiParams(st) {
   return {
     project: st.project,
@@ -171,7 +173,12 @@ export function renderRuns(main, params) {
   const prev = el("button", { id: "prev", type: "button", "aria-label": "Previous page" }, "‹ Prev");
   const next = el("button", { id: "next", type: "button", "aria-label": "Next page" }, "Next ›");
   const count = el("span", { id: "count", "aria-live": "polite" });
-  const pager = el("div", { id: "pager" }, prev, count, next);
+  // While the server's first read of a large root is under way, its answers hold the runs
+  // read so far ("reading"): they are shown at once, said to be partial, and asked for again
+  // soon rather than at the next poll.
+  const reading = el("span", { id: "reading", class: "muted", hidden: true });
+  const pager = el("div", { id: "pager" }, prev, count, reading, next);
+  let again = null; // the timer of that sooner request
   main.append(toolbar, wrap, pager);
   fill(table, el("tbody", {}, el("tr", {}, el("td", { class: "empty" }, "Loading runs…"))));
   // "3 min ago" stays true while the page is open, without asking the server
@@ -196,8 +203,10 @@ export function renderRuns(main, params) {
 
   async function load() {
     const key = keyOf();
-    const { data } = await getJSON("/api/v1/runs", apiParams(st));
+    const { data } = await getJSON("/api/v1/runs", { ...apiParams(st), partial: 1 });
     if (key !== keyOf()) return; // the query changed meanwhile: its own load draws it
+    clearTimeout(again);
+    showReading(data.reading);
     showError(null);
     setLive(true, `live · ${fmtTime(Date.now() / 1000).slice(11)}`);
     // the very answer drawn last (a 304 returns the cached object): nothing to redraw
@@ -206,6 +215,17 @@ export function renderRuns(main, params) {
     lastKey = key;
     draw(data);
     markReady();
+    if (!data.reading && !document.body.dataset.complete) {
+      document.body.dataset.complete = "1";
+      performance.mark("localrun:complete");
+    }
+  }
+
+  function showReading(r) {
+    reading.hidden = !r;
+    if (!r) return;
+    reading.textContent = `· reading runs: ${r.read.toLocaleString("en-US")} of ${r.of.toLocaleString("en-US")}…`;
+    again = setTimeout(() => load().catch(showError), READING_MS);
   }
 
   const onSearch = debounce(() => {
@@ -546,6 +566,7 @@ export function renderRuns(main, params) {
   const stopPoll = poll(load);
   return () => {
     stopPoll();
+    clearTimeout(again);
     clearInterval(ages);
     onSearch.cancel();
     document.removeEventListener("keydown", onKey);
