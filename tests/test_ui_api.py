@@ -977,6 +977,64 @@ def test_a_runs_page_asked_during_the_first_fill_shows_the_runs_read_so_far(
     assert [r["id"] for r in done["runs"]] == [f"r{i:03d}" for i in range(n)]
 
 
+def test_a_root_of_small_projects_shows_the_projects_read_so_far(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Progress is per part of a large project, and per project where each is small; a
+    small root never answers partially (its page would flicker from part to whole)."""
+    from localrun._server import runs_index
+
+    root = tmp_path / "runs"
+    _many_runs(root)
+    for project in ("a", "b", "c"):
+        for i in range(12):
+            rdir = root / project / f"r{i:02d}"
+            shutil.copytree(root / "many" / "r000", rdir)
+            for f in [rdir / "manifest.json", *(rdir / "log").iterdir()]:
+                doc = json.loads(f.read_text())
+                doc["project"], doc["id"] = project, rdir.name
+                f.write_text(json.dumps(doc))
+    shutil.rmtree(root / "many")
+    monkeypatch.setattr(runs_index, "CHUNK", 30)  # 36 runs: enough to show progress
+    real, calls, held, release = runs_index._read, [], threading.Event(), threading.Event()
+
+    def read(folder: str, listed: dict[str, Any]) -> Any:
+        calls.append(folder)
+        if len(calls) == 25:  # the first read of project c
+            held.set()
+            release.wait(60)
+        return real(folder, listed)
+
+    monkeypatch.setattr(runs_index, "_read", read)
+    client = Client(root)
+    try:
+        assert held.wait(60), "the fill never reached project c"
+        page = client.json("/api/v1/runs", params={"partial": "1", "limit": 100})
+        assert page["reading"] == {"read": 24, "of": 36}
+        assert sorted({r["project"] for r in page["runs"]}) == ["a", "b"]
+    finally:
+        release.set()
+    assert client.json("/api/v1/runs")["total"] == 36  # waits for the fill's end
+    assert "reading" not in client.json("/api/v1/runs", params={"partial": "1"})
+
+    monkeypatch.setattr(runs_index, "CHUNK", 500)  # the same root is a small one
+    calls.clear()
+    held.clear()
+    release.clear()
+    small = Client(root)
+    assert held.wait(60)
+    answer: list[Any] = []
+    asking = threading.Thread(
+        target=lambda: answer.append(small.json("/api/v1/runs", params={"partial": "1"}))
+    )
+    asking.start()
+    asking.join(0.5)
+    assert asking.is_alive()  # it waits for the whole list
+    release.set()
+    asking.join(60)
+    assert answer and answer[0]["total"] == 36 and "reading" not in answer[0]
+
+
 def test_the_dashboards_answers_never_import_pandas(tmp_path: Path) -> None:
     """pyarrow imports pandas at the first ``to_numpy``, ``group_by`` or conversion of a Python
     value (0.35 s holding the GIL): a server paid it at its first chart, beside its first runs

@@ -214,6 +214,9 @@ class RunsIndex:
         folders = [(p, os.fspath(self.api.root / p)) for p in projects]
         names = {base: listing.run_names(base) for _, base in folders}
         of, done = sum(map(len, names.values())), 0
+        # Progress is shown for a first read of many runs, never for a few (a page would
+        # show a part of a small root for a moment, then the rest).
+        show = not self._filled and of - len(self._cache) >= CHUNK
         fresh: dict[str, _Entry] = {}
         damaged: dict[str, tuple[Fingerprint, RunRecord | None]] = {}
         records: list[RunRecord] = []
@@ -248,7 +251,7 @@ class RunsIndex:
                     self._keep(folder, read, fresh, records)
                     changed = True
                 done += len(part)
-                if bulk:
+                if show:
                     self._show(projects, records, done, of)
             if bulk:
                 _save(base, fresh)
@@ -268,8 +271,7 @@ class RunsIndex:
 
     def _show(self, projects: list[str], records: list[RunRecord], done: int, of: int) -> None:
         """Let pages asked for during the first fill show the runs read so far."""
-        if not self._filled:
-            self._reading = Reading(projects, list(records), done, of)
+        self._reading = Reading(projects, list(records), done, of)
 
     def _listed_parts(
         self, project: str, stale: list[str]
