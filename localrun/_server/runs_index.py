@@ -7,9 +7,11 @@ identity, and at each request proves per run, with the listing index's own check
 (``listing.still_newest``: two lookups, no read), that the revision is still the newest; only
 runs that fail it are read again (a project's first fill through its listing; in threads
 where the disk makes reads wait, as NFS does). A first fill starts from what the last server
-saved in the project (``runs_cache``: the same proof per run), and saves what it read. The
-state is derived again at every request (a "running" run whose owner died shows as "crashed"
-without a commit), and a damaged run is read again only when its files change.
+saved in the project (``runs_cache``: the same proof per run), and saves what it read; while
+a first fill of many runs is under way, the dashboard's requests get the runs read so far
+(:class:`Reading`) instead of waiting for all of them. The state is derived again at every
+request (a "running" run whose owner died shows as "crashed" without a commit), and a damaged
+run is read again only when its files change.
 
 Filters, sorting and paging work on :class:`RunRecord` values, so a typo in a field name is a
 type error, not a silently empty column.
