@@ -913,9 +913,11 @@ def test_a_new_server_starts_from_the_runs_page_the_last_one_saved(tmp_path: Pat
         project="many", id="r007", dir=root, resume="must", console=False, system_metrics=False
     ) as run:
         run.log({"loss": 0.25})
+    (root / "many" / ".listing.json").unlink()
     second = Client(root)
     after = second.json("/api/v1/runs", params=query)["runs"]
     assert _index(second).reads == 1  # r007 alone: the others are proven current
+    assert not (root / "many" / ".listing.json").exists()  # nor read through the listing
     changed = after[7]
     assert changed["id"] == "r007" and changed["summary"]["loss"] == 0.25
     assert changed["attempts"] == 2 and changed["rev"] > before[7]["rev"]

@@ -234,13 +234,13 @@ class RunsIndex:
                     continue
                 changed = self._keep(folder, entry, fresh, records) or changed
             stale = self._still_damaged(stale, damaged, records)
-            bulk = len(stale) >= BULK
-            if bulk:  # a first fill: what an earlier server read may still hold
+            if len(stale) >= BULK:  # a first fill: what an earlier server read may still hold
                 stale, kept = _from_saved(base, stale)
                 for folder, entry in kept:
                     self._keep(folder, entry, fresh, records)
                 changed = changed or bool(kept)
             done += len(names[base]) - len(stale)
+            bulk = len(stale) >= BULK  # still many to read: through the project's listing
             parts = self._listed_parts(project, stale) if bulk else [(stale, {})]
             for part, listed in parts:
                 for folder, read in zip(part, _each(_read, part, listed), strict=True):
