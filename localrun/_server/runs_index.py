@@ -279,7 +279,7 @@ class RunsIndex:
         self, project: str, stale: list[str]
     ) -> Iterator[tuple[list[str], dict[str, StoredRun]]]:
         """``stale`` in parts of :data:`CHUNK` folders, each with the runs the project's listing
-        made of them (``Api.runs_and_damaged``'s walk, one run at a time: its on-disk index knows
+        made of them (``Api._listed``, one run at a time: the listing's on-disk index knows
         each run's newest revision, so only that one file is read per run, when first asked).
         Both are in name order, so each part takes the listing up to its last folder."""
         walk = self.api._listed(project)
@@ -353,6 +353,7 @@ class RunsIndex:
 def _select(
     query: Query, projects: list[str], records: list[RunRecord], reading: Reading | None = None
 ) -> Page:
+    """The page of ``records`` that ``query`` selects (``reading``: they are a first fill's)."""
     matching = [r for r in records if query.matches(r)]
     ordered = sort_records(matching, query.sort, query.descending)
     config, summary = columns(matching)
