@@ -16,7 +16,7 @@ seconds (``benchmarks/bench_ui.py``). Rows hidden by rewinds never reach here
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -269,6 +269,14 @@ def check_axis(run: StoredRun, x: str, stream: str) -> str:
     return x
 
 
+def read_history(run: StoredRun, columns: list[str]) -> pa.Table:
+    """How the series read a run's rows (a server passes its own, which keeps recent ones)."""
+    return run.history(columns)
+
+
+History: TypeAlias = "Callable[[StoredRun, list[str]], pa.Table]"
+
+
 def run_series(
     run: StoredRun,
     keys: Sequence[str] | None,
@@ -277,6 +285,7 @@ def run_series(
     xmin: float | None = None,
     xmax: float | None = None,
     stream: str = "history",
+    read: History = read_history,
 ) -> RunSeries:
     """The run's ``keys`` (every number key by default) against ``x``, downsampled to
     ``width`` buckets over ``[xmin, xmax]``, and where each attempt after the first starts."""
@@ -285,7 +294,7 @@ def run_series(
         return _system_series(run, keys, column, width, xmin, xmax)
     chosen = _history_keys(run, keys)
     wanted = sorted({*chosen, column} - set(X_COLUMNS.values()))
-    table = run.history(wanted)
+    table = read(run, wanted)
     axis = Axis(table[column])
     series = [axis.downsample(k, table[k], width, xmin, xmax) for k in chosen]
     return RunSeries(series, _markers(run, table, column))
@@ -368,6 +377,7 @@ def group_series(
     width: int = 1000,
     xmin: float | None = None,
     xmax: float | None = None,
+    read: History = read_history,
 ) -> GroupBands:
     """``key`` of many runs on one grid of ``width`` buckets: each run's mean per bucket, then
     across runs the mean, min, max, std and count. Buckets no run has are left out."""
@@ -379,7 +389,7 @@ def group_series(
                 f"key={key!r} is not a number key of run {run.path}; its number keys: "
                 f"{', '.join(number_keys(run)) or 'none'}"
             )
-        table = run.history(sorted({key, column} - set(X_COLUMNS.values())))
+        table = read(run, sorted({key, column} - set(X_COLUMNS.values())))
         per_run.append(in_range(*finite(table[column], table[key]), xmin, xmax))
     everything = np.concatenate([xs for xs, _ in per_run]) if per_run else np.empty(0)
     lo, hi = bounds(everything, xmin, xmax)

@@ -227,19 +227,23 @@ def test_runs_cache_rereads_only_changed_runs(tmp_path: Path) -> None:
     assert index.reads == 4 and rows["r1"]["config"]["extra"] == 5 and rows["r1"]["attempts"] == 2
 
 
-def _index(client: Client) -> Any:
-    """The RunsIndex behind the app's runs route (to count its reads)."""
-    from localrun._server import runs_index
-
+def _behind(client: Client, path: str, kind: type) -> Any:
+    """The ``kind`` object the handler of the route ``path`` ends with closes over (the tests
+    count its reads)."""
     for route in client.app.routes:
-        if getattr(route, "path", "") == "/api/v1/runs":
-            handler = route.endpoint
-            for cell in handler.__closure__ or ():
-                fn = cell.cell_contents
-                for inner in getattr(fn, "__closure__", None) or ():
-                    if isinstance(inner.cell_contents, runs_index.RunsIndex):
+        if getattr(route, "path", "").endswith(path):
+            for cell in route.endpoint.__closure__ or ():
+                for inner in getattr(cell.cell_contents, "__closure__", None) or ():
+                    if isinstance(inner.cell_contents, kind):
                         return inner.cell_contents
-    raise AssertionError("no RunsIndex found")
+    raise AssertionError(f"no {kind.__name__} behind {path}")
+
+
+def _index(client: Client) -> Any:
+    """The RunsIndex behind the app's runs route."""
+    from localrun._server.runs_index import RunsIndex
+
+    return _behind(client, "/api/v1/runs", RunsIndex)
 
 
 # -- 2. one run ------------------------------------------------------------------------------
@@ -454,6 +458,39 @@ def test_a_series_asked_again_is_the_same_and_never_another_runs(client: Client)
     assert first.headers["etag"] == other.headers["etag"]  # the ETag does not name the run
     assert first.content == again.content
     assert first.json()["series"][0]["y"] != other.json()["series"][0]["y"]
+
+
+def _tables(client: Client) -> Any:
+    """The Tables behind the app's series route."""
+    from localrun._server.tables import Tables
+
+    return _behind(client, "/series", Tables)
+
+
+def test_a_zoom_or_a_resize_reads_the_run_once_a_commit_reads_it_again(tmp_path: Path) -> None:
+    """A chart asks for the same columns with another range or width (a zoom, a resize) and
+    the compare page's bands ask for them too: one read per revision while it is kept, and a
+    new commit is read again (its rows are there)."""
+    root = tmp_path / "runs"
+    with localrun.init(project="p", id="z", dir=root, console=False, system_metrics=False) as run:
+        for i in range(100):
+            run.log({"loss": float(i)})
+    client = Client(root)
+    tables = _tables(client)
+    url = "/api/v1/runs/p/z/series"
+    whole = client.json(url, params={"key": "loss", "width": 10})["series"][0]
+    zoomed = client.json(url, params={"key": "loss", "width": 10, "xmin": 20, "xmax": 29})
+    wider = client.json(url, params={"key": "loss", "width": 40})["series"][0]
+    bands = client.json("/api/v1/group-series", params={"run": "p/z", "key": "loss", "width": 10})
+    assert tables.reads == 1
+    assert whole["count"] == 100 and wider["count"] == 100 and bands["runs"] == 1
+    assert zoomed["series"][0]["x"] == list(range(20, 30))
+    with localrun.init(
+        project="p", id="z", dir=root, resume="must", console=False, system_metrics=False
+    ) as run:
+        run.log({"loss": 100.0})
+    after = client.json(url, params={"key": "loss", "width": 10})["series"][0]
+    assert tables.reads == 2 and after["count"] == 101 and max(after["y"]) == 100.0
 
 
 def test_downsample_unit_cases() -> None:

@@ -54,6 +54,7 @@ from . import runs_index
 from .answers import Answers
 from .objects import chunks
 from .runs_index import Condition, Query, RunsIndex, json_float
+from .tables import Tables
 
 if TYPE_CHECKING:
     from .._query import StoredRun
@@ -82,6 +83,7 @@ def routes(root: Path) -> list[BaseRoute]:
     api = Api(root)
     index = RunsIndex(api)
     answers = Answers()
+    tables = Tables()
     # Fill the runs list's cache now, not at the first page load (10,000 runs: seconds).
     threading.Thread(
         target=_prefill, args=(index,), name="localrun-ui-prefill", daemon=True
@@ -89,8 +91,8 @@ def routes(root: Path) -> list[BaseRoute]:
     handlers: list[tuple[str, Callable[[Request], Response]]] = [
         (f"{API}/runs", lambda r: runs_page(index, r)),
         (RUN, lambda r: run_detail(api, r)),
-        (f"{RUN}/series", lambda r: series(api, answers, r)),
-        (f"{API}/group-series", lambda r: group_series(api, r)),
+        (f"{RUN}/series", lambda r: series(api, answers, tables, r)),
+        (f"{API}/group-series", lambda r: group_series(api, tables, r)),
         (f"{RUN}/console", lambda r: console(api, r)),
         (f"{RUN}/media", lambda r: media(api, r)),
         (f"{RUN}/blob/{{path:path}}", lambda r: blob(api, r)),
@@ -431,7 +433,7 @@ def _axis(request: Request) -> tuple[str, int, float | None, float | None]:
     return x, width, xmin, xmax
 
 
-def series(api: Api, answers: Answers, request: Request) -> Response:
+def series(api: Api, answers: Answers, tables: Tables, request: Request) -> Response:
     run = _readable(api, request)
     etag = _query_tag(run.rev, request)
     if _fresh(request, etag):
@@ -445,7 +447,9 @@ def series(api: Api, answers: Answers, request: Request) -> Response:
     x, width, xmin, xmax = _axis(request)
     stream = _choice(request, "stream", "history", _query_series.STREAMS)
     keys = request.query_params.getlist("key")
-    found = _query_series.run_series(run, keys or None, x, width, xmin, xmax, stream)
+    found = _query_series.run_series(
+        run, keys or None, x, width, xmin, xmax, stream, read=tables.history
+    )
     answer = {
         "rev": run.rev,
         "x": x,
@@ -468,7 +472,7 @@ def _readable(api: Api, request: Request) -> StoredRun:
         raise Refused(422, f"run {d.project}/{d.id} is damaged: {d.problem}") from None
 
 
-def group_series(api: Api, request: Request) -> Response:
+def group_series(api: Api, tables: Tables, request: Request) -> Response:
     paths = request.query_params.getlist("run")
     if not paths:
         raise Refused(400, "run= is missing: give each run as run=project/id (repeatable)")
@@ -489,7 +493,7 @@ def group_series(api: Api, request: Request) -> Response:
     if _fresh(request, etag):
         return not_modified(etag)
     x, width, xmin, xmax = _axis(request)
-    bands = _query_series.group_series(runs, key, x, width, xmin, xmax)
+    bands = _query_series.group_series(runs, key, x, width, xmin, xmax, read=tables.history)
     return json_answer(request, vars(bands), etag, finite=True)
 
 
