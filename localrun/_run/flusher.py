@@ -101,11 +101,12 @@ class Compactor:
         and each output), after the attempt's final commit, so the end never waits on a merge.
 
         Why wait at all: a process must not exit while one of its threads is inside Arrow's
-        reader or writer. Arrow's C++ statics and allocator are torn down at exit under that
-        thread, which can kill the process with SIGSEGV instead of its own exit status; a
-        superseded writer on the NFS suite exited 139 instead of 6 once, its compaction thread
-        in the middle of a merge. A thread stuck on a hung NFS server keeps the process from
-        exiting anyway (the kernel waits for its I/O), so the bound only caps this wait."""
+        reader or writer, whose C++ statics and allocator are torn down at exit under it (a
+        crash with SIGSEGV instead of the process's own exit status). A superseded writer of
+        the NFS suite, woken from SIGSTOP, exited 139 instead of 6 once; in a later run of the
+        same step its compaction was inside a merge's write as it woke. A thread stuck on a
+        hung NFS server keeps the process from exiting anyway (the kernel waits for its I/O),
+        so the bound only caps this wait."""
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
