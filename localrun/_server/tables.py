@@ -12,12 +12,11 @@ kept, so one huge run cannot flush every other.
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 
 import pyarrow as pa
 
 from .._query import StoredRun
+from .kept import Kept
 
 MAX_BYTES = 256 << 20
 
@@ -25,33 +24,23 @@ _Key = tuple[str, object, int | None, tuple[str, ...]]
 
 
 class Tables:
-    """A thread-safe LRU of history tables (handlers run in worker threads)."""
+    """History tables by run folder, uid, revision and columns (``Kept``: at most
+    ``max_bytes``; one over half of it is not kept)."""
 
     def __init__(self, max_bytes: int = MAX_BYTES) -> None:
-        self.max_bytes = max_bytes
         self.reads = 0  # tables read from the run (the tests count them)
-        self._tables: OrderedDict[_Key, pa.Table] = OrderedDict()
-        self._size = 0
-        self._lock = threading.Lock()
+        self._kept: Kept[_Key, pa.Table] = Kept(max_bytes, _nbytes, max_bytes // 2)
 
     def history(self, run: StoredRun, columns: list[str]) -> pa.Table:
         """``run.history(columns)``, read once per revision while it is kept."""
         key = (os.fspath(run.dir), run.manifest.get("uid"), run.rev, tuple(columns))
-        with self._lock:
-            table = self._tables.get(key)
-            if table is not None:
-                self._tables.move_to_end(key)
-                return table
-        table = run.history(columns)
-        self.reads += 1
-        size = table.nbytes
-        if size > self.max_bytes // 2:
-            return table
-        with self._lock:
-            if key not in self._tables:
-                self._tables[key] = table
-                self._size += size
-                while self._size > self.max_bytes:
-                    _, old = self._tables.popitem(last=False)
-                    self._size -= old.nbytes
+        table = self._kept.get(key)
+        if table is None:
+            table = run.history(columns)
+            self.reads += 1
+            self._kept.put(key, table)
         return table
+
+
+def _nbytes(table: pa.Table) -> int:
+    return int(table.nbytes)
