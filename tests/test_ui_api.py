@@ -969,6 +969,33 @@ def test_a_new_server_starts_from_the_runs_page_the_last_one_saved(tmp_path: Pat
     assert _index(third).reads == n
 
 
+class _HeldFill:
+    """The runs index's reads, held inside the ``at``-th until ``release`` is set: a first
+    fill (in the server's own prefill thread) stopped at a known point, by Events, not time."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, at: int) -> None:
+        from localrun._server import runs_index
+
+        real = runs_index._read
+        self.calls: list[str] = []
+        self.held, self.release = threading.Event(), threading.Event()
+
+        def read(folder: str, listed: dict[str, Any]) -> Any:
+            self.calls.append(folder)
+            if len(self.calls) == at:
+                self.held.set()
+                self.release.wait(60)
+            return real(folder, listed)
+
+        monkeypatch.setattr(runs_index, "_read", read)
+
+    def again(self) -> None:
+        """Hold the next fill at the same read."""
+        self.calls.clear()
+        self.held.clear()
+        self.release.clear()
+
+
 def test_a_runs_page_asked_during_the_first_fill_shows_the_runs_read_so_far(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -981,19 +1008,10 @@ def test_a_runs_page_asked_during_the_first_fill_shows_the_runs_read_so_far(
     root = tmp_path / "runs"
     n = _many_runs(root)
     monkeypatch.setattr(runs_index, "CHUNK", 20)
-    real, calls, held, release = runs_index._read, [], threading.Event(), threading.Event()
-
-    def read(folder: str, listed: dict[str, Any]) -> Any:
-        calls.append(folder)
-        if len(calls) == 41:
-            held.set()
-            release.wait(60)
-        return real(folder, listed)
-
-    monkeypatch.setattr(runs_index, "_read", read)
+    fill = _HeldFill(monkeypatch, at=41)
     client = Client(root)  # its prefill thread starts the fill
     try:
-        assert held.wait(60), "the fill never reached its third part"
+        assert fill.held.wait(60), "the fill never reached its third part"
         query = {"sort": "id", "order": "asc", "limit": 1000}
         page = client.json("/api/v1/runs", params={**query, "partial": "1"})
         assert page["reading"] == {"read": 40, "of": n}
@@ -1008,7 +1026,7 @@ def test_a_runs_page_asked_during_the_first_fill_shows_the_runs_read_so_far(
         waiting.join(0.5)
         assert waiting.is_alive() and not whole  # without partial=1: the whole list, later
     finally:
-        release.set()
+        fill.release.set()
     waiting.join(60)
     assert whole and whole[0]["total"] == n and "reading" not in whole[0]
     done = client.json("/api/v1/runs", params={**query, "partial": "1"})
@@ -1035,33 +1053,22 @@ def test_a_root_of_small_projects_shows_the_projects_read_so_far(
                 f.write_text(json.dumps(doc))
     shutil.rmtree(root / "many")
     monkeypatch.setattr(runs_index, "CHUNK", 30)  # 36 runs: enough to show progress
-    real, calls, held, release = runs_index._read, [], threading.Event(), threading.Event()
-
-    def read(folder: str, listed: dict[str, Any]) -> Any:
-        calls.append(folder)
-        if len(calls) == 25:  # the first read of project c
-            held.set()
-            release.wait(60)
-        return real(folder, listed)
-
-    monkeypatch.setattr(runs_index, "_read", read)
+    fill = _HeldFill(monkeypatch, at=25)  # the first read of project c
     client = Client(root)
     try:
-        assert held.wait(60), "the fill never reached project c"
+        assert fill.held.wait(60), "the fill never reached project c"
         page = client.json("/api/v1/runs", params={"partial": "1", "limit": 100})
         assert page["reading"] == {"read": 24, "of": 36}
         assert sorted({r["project"] for r in page["runs"]}) == ["a", "b"]
     finally:
-        release.set()
+        fill.release.set()
     assert client.json("/api/v1/runs")["total"] == 36  # waits for the fill's end
     assert "reading" not in client.json("/api/v1/runs", params={"partial": "1"})
 
     monkeypatch.setattr(runs_index, "CHUNK", 500)  # the same root is a small one
-    calls.clear()
-    held.clear()
-    release.clear()
+    fill.again()
     small = Client(root)
-    assert held.wait(60)
+    assert fill.held.wait(60)
     answer: list[Any] = []
     asking = threading.Thread(
         target=lambda: answer.append(small.json("/api/v1/runs", params={"partial": "1"}))
@@ -1069,7 +1076,7 @@ def test_a_root_of_small_projects_shows_the_projects_read_so_far(
     asking.start()
     asking.join(0.5)
     assert asking.is_alive()  # it waits for the whole list
-    release.set()
+    fill.release.set()
     asking.join(60)
     assert answer and answer[0]["total"] == 36 and "reading" not in answer[0]
 
