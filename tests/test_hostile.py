@@ -171,6 +171,67 @@ def test_a_batch_that_cannot_be_converted_loses_only_its_bad_rows(
         assert what in text
 
 
+def _rows(n: int, keys: list[str], value: Any = None) -> list[dict[str, Any]]:
+    """``n`` rows as log() buffers them: each key's value, then the row's time."""
+    return [
+        {
+            **{k: (float(i * 7 + j) if value is None else value(i, j)) for j, k in enumerate(keys)},
+            "_timestamp": 1.7e9 + i * 0.25,
+        }
+        for i in range(n)
+    ]
+
+
+def _wide(n: int) -> list[str]:
+    return [f"k{j:03d}" for j in range(n)]
+
+
+def _batches() -> dict[str, tuple[list[dict[str, Any]], dict[str, str]]]:
+    ten = [f"m{j}" for j in range(10)]
+    number = dict.fromkeys(ten, "number")
+    missing = _rows(5, ten)
+    del missing[3]["m4"]
+    nones = _rows(5, ten)
+    nones[2]["m7"] = None
+    text = _rows(4, ["a", "b"])
+    for i, r in enumerate(text):
+        r["t"] = f"s{i}"
+    return {
+        "floats": (_rows(3000, ten), number),
+        "ints past 2**53 and int64's ends": (
+            _rows(6, ten, lambda i, j: (2**53 + 1, -(2**63), 2**63 - 1, 7, -1, 0)[i]),
+            number,
+        ),
+        "a row lacking a key": (missing, number),
+        "a None": (nones, number),
+        "numbers and strings": (text, {"a": "number", "b": "number", "t": "string"}),
+        "more keys than one pass takes": (
+            _rows(3, _wide(200)),
+            dict.fromkeys(_wide(200), "number"),
+        ),
+        "more rows than the kept indices": (
+            _rows(5000, ["x", "y"]),
+            {"x": "number", "y": "number"},
+        ),
+        "one row": (_rows(1, ["x"]), {"x": "number"}),
+    }
+
+
+@pytest.mark.parametrize("case", list(_batches()))
+def test_a_batch_converts_as_the_row_by_row_path_does(case: str) -> None:
+    """The writer's conversion (one pass over the rows when each holds every number key,
+    column by column otherwise) makes the table the row-by-row reference makes: same columns,
+    same order, same values (an int rounds as ``float()`` does), same nulls."""
+    from localrun._run.buffer import Batch, _as_rows, batch_table, cells, to_table
+
+    rows, kinds = _batches()[case]
+    batch = Batch(range(40, 40 + len(rows)), rows, cells(rows))
+    got = batch_table(batch, kinds, runtime_base=12.5, t0=1.7e9 - 3.0, where="p/r")
+    want = to_table(_as_rows(batch), kinds, 12.5, 1.7e9 - 3.0, where="p/r")
+    assert got.schema == want.schema
+    assert got.equals(want)
+
+
 # -- 2. nothing outside the run folder is read, written or moved ------------------------------
 @pytest.mark.parametrize("bad", ["ABSOLUTE", "../../../outside/secret.parquet"])
 def test_manifest_segment_path_out_of_the_run_is_refused(

@@ -20,9 +20,15 @@ from __future__ import annotations
 import concurrent.futures.thread  # noqa: F401
 import logging
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from itertools import starmap
+from operator import itemgetter
+from struct import Struct
+from struct import error as struct_error
 from typing import Any, NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .._store import arrays
 from .._store.schema import ARROW_TYPES, NUMBER
@@ -97,30 +103,32 @@ def batch_table(
 ) -> pa.Table:
     """The table of a batch, as :func:`to_table` makes it, built in C from the row dicts.
 
-    A number column is one list comprehension and one ``array('d')`` (``_store/arrays.py``:
-    never ``pa.array``, whose first call imports pandas); other kinds go through one
-    ``pa.array`` of structs. About 0.5 us a row of 10 floats, against 2.5 us for transposing the
-    rows in Python. Any value Arrow refuses sends the batch down :func:`to_table`'s path, which
-    salvages the rest.
+    The number columns and the times are transposed in one pass over the rows when every row
+    holds every number key (the hot path's rows: :func:`_transposed`), else one list
+    comprehension and one ``array('d')`` per column (``_store/arrays.py``: never ``pa.array``,
+    whose first call imports pandas); other kinds go through one ``pa.array`` of structs. Any
+    value Arrow refuses sends the batch down :func:`to_table`'s path, which salvages the rest.
     """
     rows = batch.rows
     n = len(rows)
     columns: dict[str, pa.Array] = {}
     others: list[str] = []
     try:
-        times = [r[TIME] for r in rows]
-        head = [
-            arrays.int64s(batch.steps),
-            arrays.float64s(times),
-            arrays.float64s([(t - t0) + runtime_base for t in times]),
-        ]
-        for k in _keys(rows, kinds):
-            if kinds[k] != NUMBER:
-                others.append(k)
-                continue
-            column = _numbers(rows, k)
-            if column is not None:  # a key no row of the batch holds is no column
-                columns[k] = column
+        keys = _keys(rows, kinds)
+        numbers = [k for k in keys if kinds[k] == NUMBER]
+        others = [k for k in keys if kinds[k] != NUMBER]
+        together = _transposed(rows, numbers)
+        if together is not None:
+            times = together.pop()
+            columns.update(zip(numbers, together, strict=True))
+        else:
+            times = arrays.float64s([r[TIME] for r in rows])
+            for k in numbers:
+                column = _numbers(rows, k)
+                if column is not None:  # a key no row of the batch holds is no column
+                    columns[k] = column
+        runtime = pc.add(pc.subtract(times, _scalar(t0)), _scalar(runtime_base))
+        head = [arrays.int64s(batch.steps), times, runtime]
         if others:
             fields = [pa.field(k, ARROW_TYPES[kinds[k]]) for k in others]
             struct = pa.array(rows, pa.struct(fields))
@@ -134,6 +142,59 @@ def batch_table(
     return pa.Table.from_arrays(
         [*head, *(columns[k] for k in names)], names=[STEP, TIME, "_runtime", *names]
     )
+
+
+_MAX_TOGETHER = 128  # number columns transposed in one pass at most (see _strides' memory)
+
+
+def _transposed(rows: list[Pending], keys: list[str]) -> list[pa.Array] | None:
+    """Each number column of ``keys``, then the times, from one pass over the rows; None when
+    a row lacks a key or holds a value ``struct`` cannot pack as a double (a None): the
+    column-by-column path handles those.
+
+    Why: the writer converts every logged row, and a loop logging faster than the disk makes
+    ``log()`` convert rows itself (``Run._help``), so this cost is the tight loop's. One
+    column at a time reads each row dict once per key, in a Python-level comprehension, cold
+    in the cache once the buffer is large (2 us a row of 10 floats, measured in the loop); here
+    ``itemgetter`` takes each row's values at once and ``struct`` packs them into one
+    row-major buffer (all C), which Arrow's ``take`` cuts into columns. A double packs as
+    ``array('d')`` would convert it (``float()``: an int past 2**53 rounds).
+    """
+    width = len(keys) + 1
+    if not keys or width > _MAX_TOGETHER:
+        return None
+    n = len(rows)
+    try:
+        packed = b"".join(starmap(_packer(width).pack, map(itemgetter(*keys, TIME), rows)))
+    except (KeyError, TypeError, OverflowError, struct_error):
+        return None
+    flat = pa.Array.from_buffers(_FLOAT64, n * width, [None, pa.py_buffer(packed)])
+    return [flat.take(s) for s in _strides(width, n)]
+
+
+@lru_cache(maxsize=8)
+def _packer(width: int) -> Struct:
+    return Struct(f"{width}d")
+
+
+def _strides(width: int, n: int) -> list[pa.Array]:
+    """For each column of a row-major buffer of ``width`` columns, its ``n`` indices."""
+    every = _stride_table(width, max(n, _STRIDE_ROWS))
+    return every if len(every[0]) == n else [s.slice(0, n) for s in every]
+
+
+_STRIDE_ROWS = 4096  # a conversion's rows at most, usually (Run's _SLICE is 2,048)
+
+
+@lru_cache(maxsize=4)
+def _stride_table(width: int, rows: int) -> list[pa.Array]:
+    """Kept: a run logs the same keys batch after batch (at most 128 x 4,096 x 8 bytes = 4 MiB
+    an entry, for the widest rows)."""
+    return [arrays.int64s(range(j, rows * width, width)) for j in range(width)]
+
+
+def _scalar(x: float) -> pa.Scalar:
+    return arrays.float64s((x,))[0]
 
 
 def _numbers(rows: list[Pending], key: str) -> pa.Array | None:
