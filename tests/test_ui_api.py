@@ -1210,3 +1210,50 @@ def test_a_damaged_run_is_read_again_only_when_its_files_change(tmp_path: Path) 
     revisions[-1].write_bytes(kept)  # put back by hand: the run reads again
     rows = {r["id"]: r["state"] for r in client.json("/api/v1/runs")["runs"]}
     assert rows == {"ok": "finished", "bad": "finished"} and index.reads == 3
+
+
+def test_a_started_server_imports_nothing_for_its_first_chart(tmp_path: Path) -> None:
+    """A fresh server's first answers paid for imports and first calls (anyio's worker
+    threads, the Parquet reader, numpy's kernels: 100 ms and more) that later answers do not:
+    the first chart a user opened was the slowest. The app's start pays them, before the
+    address is printed (``ready``): the first runs page, run page and chart of a real uvicorn
+    server import none of the server's modules."""
+    writer = """
+        import localrun
+        with localrun.init(project="p", id="a", system_metrics=False) as run:
+            for i in range(300):
+                run.log({"loss": 1.0 / (i + 1)})
+    """
+    code = """
+        import http.client, socket, sys, threading, uvicorn
+        from localrun._server.app import create_app
+        started = threading.Event()
+        seen = {}
+        def ready():
+            seen["modules"] = set(sys.modules)
+            started.set()
+        app = create_app(sys.argv[1], token=None, pushes=False, ready=ready)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)  # as serve() does: connections wait in the backlog, never refused
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+        assert started.wait(60), "the app never started"
+        for url in ["/", "/api/v1/runs", "/api/v1/runs/p/a", "/api/v1/runs/p/a/series?width=300"]:
+            conn = http.client.HTTPConnection("127.0.0.1", sock.getsockname()[1], timeout=60)
+            conn.request("GET", url)
+            answer = conn.getresponse()
+            assert answer.status == 200, (url, answer.read())
+            answer.read()
+            conn.close()
+        ours = ("localrun", "pyarrow", "numpy", "anyio", "starlette", "uvicorn")
+        new = sorted(m for m in set(sys.modules) - seen["modules"] if m.split(".")[0] in ours)
+        print("imported:", " ".join(new))
+        server.should_exit = True
+    """
+    root = tmp_path / "runs"
+    wrote = run_py(writer, root, timeout=120)
+    assert wrote.returncode == 0, wrote.stderr
+    done = run_py(code.replace("sys.argv[1]", repr(str(root))), root, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "imported:"

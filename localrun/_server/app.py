@@ -24,7 +24,8 @@ import hmac
 import ipaddress
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -35,7 +36,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import __version__
+from .. import __version__, _query_series
 from .._store.layout import FORMAT_VERSION, ROOT_MARKER
 from .._store.manifest import ensure_root
 from ..errors import RunNotFoundError, UsageError
@@ -96,10 +97,15 @@ class TokenAuth:
         return sent is not None and hmac.compare_digest(b"Bearer " + sent, self.expected)
 
 
-def create_app(root: Path, token: str | None, pushes: bool = True) -> Starlette:
+def create_app(
+    root: Path, token: str | None, pushes: bool = True, ready: Callable[[], None] | None = None
+) -> Starlette:
     """The app on ``root``: the dashboard and its JSON API always; with ``pushes`` (``localrun
     server``) also the object routes syncers push to, on a root made if it is not one yet.
-    Without (``localrun ui``) the app is read-only: no route writes, whatever the token."""
+    Without (``localrun ui``) the app is read-only: no route writes, whatever the token.
+
+    ``ready`` is called once the app has started (``serve`` prints the address then).
+    """
     if pushes:
         ensure_root(root)
     store = RootStore(root)
@@ -150,10 +156,36 @@ def create_app(root: Path, token: str | None, pushes: bool = True) -> Starlette:
         ]
     routes += ui_api.routes(root)
     routes += pages.routes()
-    app = Starlette(routes=routes, exception_handlers={ObjectError: refused})
+    app = Starlette(
+        routes=routes, exception_handlers={ObjectError: refused}, lifespan=_started(ready)
+    )
     app.add_middleware(TokenAuth, token=token)
     app.add_middleware(pages.TokenLogin, token=token)  # added last: outermost, sees ?token= first
     return app
+
+
+def _started(
+    ready: Callable[[], None] | None,
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The app's start: pay the first page's one-time costs, then call ``ready``.
+
+    Why: a fresh server's first answers paid for imports and first calls that have nothing
+    to do with the run asked for: anyio's worker threads and files (its backend module, 50 to
+    80 ms here), the Parquet reader and the downsampling (``_query_series.warm_up``). Paid here,
+    before the address is printed, the first chart a user opens costs what any later one
+    does (docs/ui.md#measured).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(_query_series.warm_up)  # also starts anyio's worker thread
+        async with await anyio.open_file(pages.STATIC / "index.html", "rb"):
+            pass  # the pages' FileResponse reads through anyio's files, a module it loads lazily
+        if ready is not None:
+            ready()
+        yield
+
+    return lifespan
 
 
 def _error(status: int, message: str, **headers: str) -> Response:
@@ -253,17 +285,20 @@ def serve(root: Path, host: str, port: int, token: str | None, pushes: bool = Tr
             "another machine: ssh -L PORT:127.0.0.1:PORT this-host)"
         )
     _check_root(root) if pushes else _check_existing_root(root)
-    app = create_app(root, token, pushes)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if ":" in host else host
+
+    def ready() -> None:
+        print(
+            f"{command}: {root} at http://{shown}:{bound} "
+            f"({'token required' if token else 'no token, this machine only'})",
+            flush=True,
+        )
+
+    app = create_app(root, token, pushes, ready)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
-    print(
-        f"{command}: {root} at http://{shown}:{bound} "
-        f"({'token required' if token else 'no token, this machine only'})",
-        flush=True,
-    )
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(1)

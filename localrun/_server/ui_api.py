@@ -105,12 +105,11 @@ def routes(root: Path) -> list[BaseRoute]:
 
 def _prefill(index: RunsIndex) -> None:
     """Make the first visit fast: every run read once (the landing page is the runs list; a
-    request meanwhile waits for it, the index's lock, then reuses it), then the series code's
-    one-time costs (``warm_up``). A failure here is only a slower first page (the request
-    reports it)."""
+    request meanwhile waits for it, the index's lock, then reuses it). A failure here is only a
+    slower first page (the request reports it). (The series code's one-time costs are paid by
+    the app's start: ``app.create_app``'s lifespan.)"""
     with contextlib.suppress(LocalrunError, OSError):
         index.records()
-    _query_series.warm_up()
 
 
 async def _no_route(request: Request) -> Response:
