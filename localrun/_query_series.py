@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._query import NUMBER, arrow_schema, minimum_by
+from ._query import NUMBER, STEP_COLUMNS, arrow_schema, minimum_by
 from ._store import arrays, segments
 from .errors import UsageError
 
@@ -278,8 +278,11 @@ def check_axis(run: StoredRun, x: str, stream: str) -> str:
 
 
 def read_history(run: StoredRun, columns: list[str]) -> pa.Table:
-    """How the series read a run's rows (a server passes its own, which keeps recent ones)."""
-    return run.history(columns)
+    """How the series read a run's rows: ``columns`` (keys and the x axis's step column;
+    ``_step`` always comes too) and no other step column. A server passes its own, which keeps
+    recent ones."""
+    steps = [c for c in columns if c in STEP_COLUMNS]
+    return run._history_of([c for c in columns if c not in STEP_COLUMNS], steps)
 
 
 History: TypeAlias = "Callable[[StoredRun, list[str]], pa.Table]"
@@ -301,8 +304,7 @@ def run_series(
     if stream == "system":
         return _system_series(run, keys, column, width, xmin, xmax)
     chosen = _history_keys(run, keys)
-    wanted = sorted({*chosen, column} - set(X_COLUMNS.values()))
-    table = read(run, wanted)
+    table = read(run, sorted({*chosen, column}))
     axis = Axis(table[column])
     series = [axis.downsample(k, table[k], width, xmin, xmax) for k in chosen]
     return RunSeries(series, _markers(run, table, column))
@@ -397,7 +399,7 @@ def group_series(
                 f"key={key!r} is not a number key of run {run.path}; its number keys: "
                 f"{', '.join(number_keys(run)) or 'none'}"
             )
-        table = read(run, sorted({key, column} - set(X_COLUMNS.values())))
+        table = read(run, sorted({key, column}))
         per_run.append(in_range(*finite(table[column], table[key]), xmin, xmax))
     everything = np.concatenate([xs for xs, _ in per_run]) if per_run else np.empty(0)
     lo, hi = bounds(everything, xmin, xmax)

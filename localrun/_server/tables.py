@@ -16,6 +16,7 @@ import os
 import pyarrow as pa
 
 from .._query import StoredRun
+from .._query_series import read_history
 from .kept import Kept
 
 MAX_BYTES = 256 << 20
@@ -32,11 +33,11 @@ class Tables:
         self._kept: Kept[_Key, pa.Table] = Kept(max_bytes, _nbytes, max_bytes // 2)
 
     def history(self, run: StoredRun, columns: list[str]) -> pa.Table:
-        """``run.history(columns)``, read once per revision while it is kept."""
+        """``read_history(run, columns)``, read once per revision while it is kept."""
         key = (os.fspath(run.dir), run.manifest.get("uid"), run.rev, tuple(columns))
         table = self._kept.get(key)
         if table is None:
-            table = run.history(columns)
+            table = read_history(run, columns)
             self.reads += 1
             self._kept.put(key, table)
         return table
