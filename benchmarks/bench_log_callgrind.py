@@ -1,4 +1,4 @@
-"""log()'s hot path in instructions (valgrind's callgrind), against appending to Python lists.
+"""log()'s hot path and the writer's row conversion, in instructions (callgrind), against lists.
 
 Wall-clock figures move with whatever else the machine runs; instruction counts do not, so this
 is the figure to compare two versions of the code by. Each case runs in a fresh interpreter under
@@ -40,6 +40,15 @@ elif mode == "lists":
     for i in range(n):
         for k, v in values[i % 1000].items():
             lists[k].append(v)
+elif mode in ("rows", "convert"):  # the rows as log() buffers them; "convert": then the
+    # writer's conversion of them into Arrow (Run._SLICE rows a call), as a log() waiting for
+    # room does it in a tight loop. "rows" alone is subtracted: only the conversion counts.
+    from localrun._run.buffer import Batch, batch_table, cells
+    rows = [{**values[i % 1000], "_timestamp": 1.7e9 + i} for i in range(n)]
+    kinds = dict.fromkeys(keys, "number")
+    for s in range(0, n if mode == "convert" else 0, 2048):
+        part = rows[s : s + 2048]
+        batch_table(Batch(range(s, s + len(part)), part, cells(part)), kinds, 0.0, 1.7e9)
 os._exit(0)  # no finish, no atexit flush: only the loop is counted
 """
 
@@ -88,9 +97,12 @@ def main() -> None:
         idle = instructions(code, "none", 0)
         lists = (instructions(code, "lists", args.calls) - idle) / args.calls
         log = (instructions(code, "log", args.calls) - idle) / args.calls
+        made = (instructions(code, "rows", args.calls) - idle) / args.calls
+        convert = (instructions(code, "convert", args.calls) - idle) / args.calls - made
         name = "this checkout" if code == here else str(code)
         rows.append((f"{name}: baseline, append 10 floats to lists", f"{lists:,.0f}", "instr/call"))
         rows.append((f"{name}: log() of 10 floats, hot path", f"{log:,.0f}", f"{log / lists:.2f}x"))
+        rows.append((f"{name}: converting the rows to Arrow", f"{convert:,.0f}", "instr/row"))
     print_table(f"log() in instructions (callgrind, {args.calls:,} calls per case)", rows)
 
 
