@@ -170,10 +170,12 @@ def _started(
     """The app's start: pay the first page's one-time costs, then call ``ready``.
 
     Why: a fresh server's first answers paid for imports and first calls that have nothing
-    to do with the run asked for: anyio's worker threads and files (its backend module, 50 to
-    80 ms here), the Parquet reader and the downsampling (``_query_series.warm_up``). Paid here,
-    before the address is printed, the first chart a user opens costs what any later one
-    does (docs/ui.md#measured).
+    to do with the run asked for: anyio's worker threads and files, the Parquet reader, the
+    query layer's schema module and the downsampling (``_query_series.warm_up``). Paid here,
+    before the address is printed, none of them is left to the first chart a user opens
+    (``tests/test_ui_api.py`` checks that it imports nothing). On this machine that was not a
+    difference a first visit shows (docs/ui.md#measured): uvicorn's own start and the runs
+    list's first read had paid most of them; the address is now printed when it is ready.
     """
 
     @asynccontextmanager
