@@ -467,6 +467,22 @@ def _tables(client: Client) -> Any:
     return _behind(client, "/series", Tables)
 
 
+def test_a_chart_reads_its_keys_and_its_x_column_only(shared_root: Path) -> None:
+    """A chart against steps decodes neither clock column (a quarter of the read of a run of
+    five metrics); against time it reads that one. The rows are history()'s, rewind included."""
+    from localrun._query_series import read_history
+
+    run = localrun.Api(shared_root).run("p/resumed")
+    whole = run.history(["loss"])
+    by_step = read_history(run, ["_step", "loss"])
+    assert by_step.column_names == ["_step", "loss"]
+    assert by_step.equals(whole.select(["_step", "loss"]))
+    by_time = read_history(run, ["_timestamp", "loss"])
+    assert by_time.column_names == ["_step", "_timestamp", "loss"]
+    assert by_time.equals(whole.select(["_step", "_timestamp", "loss"]))
+    assert whole.column("_step").to_pylist() == list(range(15))  # the rewind to 5 holds
+
+
 def test_a_zoom_or_a_resize_reads_the_run_once_a_commit_reads_it_again(tmp_path: Path) -> None:
     """A chart asks for the same columns with another range or width (a zoom, a resize) and
     the compare page's bands ask for them too: one read per revision while it is kept, and a
