@@ -1253,7 +1253,8 @@ def test_a_started_server_imports_nothing_for_its_first_chart(tmp_path: Path) ->
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)  # as serve() does: connections wait in the backlog, never refused
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+        serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        serving.start()
         assert started.wait(60), "the app never started"
         for url in ["/", "/api/v1/runs", "/api/v1/runs/p/a", "/api/v1/runs/p/a/series?width=300"]:
             conn = http.client.HTTPConnection("127.0.0.1", sock.getsockname()[1], timeout=60)
@@ -1266,6 +1267,8 @@ def test_a_started_server_imports_nothing_for_its_first_chart(tmp_path: Path) ->
         new = sorted(m for m in set(sys.modules) - seen["modules"] if m.split(".")[0] in ours)
         print("imported:", " ".join(new))
         server.should_exit = True
+        serving.join(60)  # a clean shutdown, not a daemon thread cut off at exit
+        assert not serving.is_alive(), "the server did not stop"
     """
     root = tmp_path / "runs"
     wrote = run_py(writer, root, timeout=120)
