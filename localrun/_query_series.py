@@ -103,7 +103,7 @@ def _floats(column: Column) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
 
 
-_NAN = arrays.float64s([math.nan])[0]
+_NAN = arrays.float64_scalar(math.nan)
 
 
 def _chunk_floats(a: pa.Array) -> np.ndarray:

@@ -127,7 +127,9 @@ def batch_table(
                 column = _numbers(rows, k)
                 if column is not None:  # a key no row of the batch holds is no column
                     columns[k] = column
-        runtime = pc.add(pc.subtract(times, _scalar(t0)), _scalar(runtime_base))
+        runtime = pc.add(
+            pc.subtract(times, arrays.float64_scalar(t0)), arrays.float64_scalar(runtime_base)
+        )
         head = [arrays.int64s(batch.steps), times, runtime]
         if others:
             fields = [pa.field(k, ARROW_TYPES[kinds[k]]) for k in others]
@@ -191,10 +193,6 @@ def _stride_table(width: int, rows: int) -> list[pa.Array]:
     """Kept: a run logs the same keys batch after batch (at most 128 x 4,096 x 8 bytes = 4 MiB
     an entry, for the widest rows)."""
     return [arrays.int64s(range(j, rows * width, width)) for j in range(width)]
-
-
-def _scalar(x: float) -> pa.Scalar:
-    return arrays.float64s((x,))[0]
 
 
 def _numbers(rows: list[Pending], key: str) -> pa.Array | None:

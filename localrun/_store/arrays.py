@@ -36,6 +36,11 @@ def int64_scalar(value: int) -> pa.Scalar:
     return int64s((value,))[0]
 
 
+def float64_scalar(value: float) -> pa.Scalar:
+    """A float64 scalar, for compute calls (as :func:`int64_scalar`)."""
+    return float64s((value,))[0]
+
+
 def repeat_int64(value: int, n: int) -> pa.Array:
     """``n`` times ``value``, as ``pa.repeat`` would give it."""
     buf = array.array("q", (value,)) * n
