@@ -145,3 +145,56 @@ def test_verify_finds_duplicate_and_non_increasing_steps(
     _add_segment(root, steps)
     report = localrun.Api(root).verify("p/r")[0]
     assert any(word in p and "0001-000900" in p for p in report.problems), report.problems
+
+
+REWINDS = 10
+
+
+def test_a_rewind_while_another_thread_logs_keeps_every_step_once(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread logs as fast as it can while the main thread rewinds, again and again, with
+    the writer flushing every few rows meanwhile. Each row logged around a rewind lands on one
+    side of it, with steps that agree: the visible steps are 0, 1, 2, ... with none twice, and
+    every row logged after the last rewind returned is visible, in order."""
+    monkeypatch.setenv("LOCALRUN_FLUSH_ROWS", "500")
+    run = localrun.init(project="p", id="r", dir=root, flush_interval=0.001, console=False)
+    barrier = threading.Barrier(2)
+    done = threading.Event()
+    logged = itertools.count()
+    errors: list[BaseException] = []
+
+    def logger() -> None:
+        barrier.wait()
+        try:
+            while not done.is_set():
+                i = next(logged)
+                run.log({"x": float(i)})
+                if i % 20 == 0:
+                    time.sleep(0.0005)  # a training loop's pace, not a flood of the buffer
+        except BaseException as exc:  # reported below, not lost in a thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=logger)
+    thread.start()
+    while barrier.n_waiting < 1:
+        time.sleep(0.001)
+    waiting = barrier.n_waiting
+    barrier.wait()
+    print(f"barrier: {waiting} of 1 logging thread was waiting when released")
+    for _ in range(REWINDS):
+        time.sleep(0.02)  # let it log a few hundred rows, some of them flushed
+        run.rewind(max(0, run.step - 100))
+    after = run.step  # every row from here on comes after the last rewind
+    time.sleep(0.05)
+    done.set()
+    thread.join(timeout=120)
+    assert not errors, errors[:3]
+    run.finish()
+    table = localrun.Api(root).run("p/r").history(["x"])
+    steps = table["_step"].to_pylist()
+    assert steps == list(range(len(steps)))  # every visible step once, none missing
+    xs = table["x"].to_pylist()
+    tail = xs[after:]
+    assert tail and tail == sorted(tail)  # after the last rewind: every row, in logged order
+    assert tail[-1] == max(xs)  # the last row logged is visible

@@ -35,7 +35,7 @@ from .._store.layout import inside
 from .._store.markers import remove_marker
 from .._store.media import write_blob
 from .._store.ownership import Claim, release
-from .._store.records import ConsoleEntry, FileVersion, SegmentEntry, SystemEntry
+from .._store.records import ConsoleEntry, FileVersion, Rewind, SegmentEntry, SystemEntry
 from .._store.schema import LIST_MEDIA, MEDIA, NUMBER
 from ..errors import (
     LocalrunError,
@@ -232,6 +232,7 @@ class Run:
         self._converted_rows = 0  # rows of converted tables not yet written (counted by bytes)
         self._jumps = 0  # rows in _rows with an explicit step ("_step")
         self._waits = 0  # log() calls that waited for the writer (the benchmark prints it)
+        self._rewinding = False  # a rewind's flush is under way: log() takes no rows meanwhile
         self._degraded = False  # the writer fails or hangs: buffer past the bound, no waits
         self._capped = False  # past the hard cap: log() refuses rows until a write succeeds
         self._write_error: Exception | None = None  # the last failed flush, until one succeeds
@@ -253,25 +254,30 @@ class Run:
         self._stop = threading.Event()
         self._context: Context | None = None  # collected off the init path, then committed
         self._context_committed = False
-        self._thread = _daemon(flusher.loop, self, "flush")
-        self._heartbeat = _daemon(heartbeat.loop, self, "heartbeat")
-        self._context_thread = _daemon(_collect_context, self, "context")
-        self._compactor = flusher.Compactor(self)
         self._system_rows: list[tuple[float, float, dict[str, float]]] = []
         self._system_seq = 0
         self._system_pending: list[SystemEntry] = []
         self._system_mine: list[SystemEntry] = []  # this attempt's committed system segments
         self._system_replaced: list[SystemEntry] = []  # merged away, until a commit says so
+        self._console_seq = 0
+        self._console_pending: list[ConsoleEntry] = []
+        self._capture: Capture | None = None
+        self._streams = None
+        # The threads once every field they read exists: each may run at once (a flush every
+        # millisecond flushed, and died, before the console's fields were set).
+        self._compactor = flusher.Compactor(self)
+        self._thread = _daemon(flusher.loop, self, "flush")
+        self._heartbeat = _daemon(heartbeat.loop, self, "heartbeat")
+        self._context_thread = _daemon(_collect_context, self, "context")
         self._system_thread = (
             _daemon(_sample_system, self, "system")
             if s.system_interval > 0 and system_available()
             else None
         )
         # Console capture last: nothing above may fail with the process's streams wrapped.
-        self._console_seq = 0
-        self._console_pending: list[ConsoleEntry] = []
-        self._capture: Capture | None = Capture() if s.console else None
-        self._streams = install_console(self._capture) if self._capture is not None else None
+        if s.console:
+            self._capture = Capture()
+            self._streams = install_console(self._capture)
         hooks.register(self)
 
     # -- identity -------------------------------------------------------------------------
@@ -650,7 +656,11 @@ class Run:
             # otherwise find more rows at risk than the hard cap allows once it reports.
             return False
         with self._lock:
-            if self._rows and all(b.table is not None for b in self._backlog):
+            if (
+                self._rows
+                and not self._rewinding
+                and all(b.table is not None for b in self._backlog)
+            ):
                 # A segment's rows at most (LOCALRUN_FLUSH_ROWS: about 7 ms of CPU for 10,000
                 # rows of 10 floats). Smaller steps were tried: an eighth of a segment cost
                 # twice the loop's CPU (a conversion per thousand rows, racing the writer).
@@ -754,12 +764,15 @@ class Run:
         self,
         end: tuple[str, int | None] | None = None,
         files: list[tuple[str, FileVersion]] | None = None,
+        rewind: int | None = None,
     ) -> None:
         """Write the buffered rows as segments and commit them in one revision, together with
-        ``files`` (saved-file versions) and, at the end, the attempt's end state.
+        ``files`` (saved-file versions), a ``rewind`` to that step and, at the end, the
+        attempt's end state.
 
         Rows and files in one commit: a checkpoint saved after step N is never visible without
-        the rows up to N, so a restored checkpoint is never newer than ``run.step``.
+        the rows up to N, so a restored checkpoint is never newer than ``run.step``. A rewind
+        in the same flush: see :meth:`rewind`.
         """
         self._check_process()
         with self._flush_lock:
@@ -767,6 +780,7 @@ class Run:
                 if self._rows:
                     self._take_into_backlog()
                 upto = self._resolved  # this flush's rows: the ones logged until now
+                self._rewinding = rewind is not None  # no row is taken until it is committed
                 summary = self._summary_locked()
                 explicit = sorted(self._explicit)
                 config = self._config.as_dict()
@@ -781,15 +795,29 @@ class Run:
                 "config": config,
             }
             try:
-                self._write_backlog(meta, upto)
-            except Exception as exc:  # log() stops waiting for a writer that fails
-                with self._room:
-                    self._write_error = exc
-                    self._room.notify_all()
-                raise
-            with self._lock:  # every row written was logged by now, with its key's kind known
-                kinds = dict(self._kinds)
-            self._commit(end, files, kinds, summary, explicit, config, dropped, meta)
+                try:
+                    self._write_backlog(meta, upto)
+                except Exception as exc:  # log() stops waiting for a writer that fails
+                    with self._room:
+                        self._write_error = exc
+                        self._room.notify_all()
+                    raise
+                with self._lock:  # every row written was logged by now, with its key's kind
+                    kinds = dict(self._kinds)
+                back: Rewind | None = None
+                if rewind is not None:  # the rows before it are the segments written so far
+                    back = {"attempt": self.attempt, "seq": self._seq, "step": rewind}
+                self._commit(end, files, kinds, summary, explicit, config, dropped, meta, back)
+                if rewind is not None:
+                    with self._lock:  # the rows logged since the take continue from the rewind
+                        self._row, self._jump = {}, None
+                        self._resolved = rewind
+                        self._anchor = (rewind + 1, self._taken)
+            finally:
+                if self._rewinding:
+                    with self._room:
+                        self._rewinding = False
+                        self._room.notify_all()  # a log() waiting for room may take rows again
 
     def _take_into_backlog(self) -> None:
         """Move the buffered rows to the backlog, in order, in batches of a segment each (the
@@ -906,9 +934,10 @@ class Run:
         config: dict[str, Any],
         dropped: int,
         meta: dict[str, Any],
+        rewind: Rewind | None = None,
     ) -> None:
-        """Commit the written segments, ``files`` and the end state in one revision (the caller
-        holds ``_flush_lock``), then compact."""
+        """Commit the written segments, ``files``, a rewind record and the end state in one
+        revision (the caller holds ``_flush_lock``), then compact."""
         runtime = self._runtime_base + (time.time() - self._t0)
         pending = list(self._pending)
         context = None if self._context_committed else self._context
@@ -927,6 +956,9 @@ class Run:
                 if e["file"] not in listed:
                     m["segments"].append(e)
                 m["last_step"] = max(m["last_step"], e["max_step"])
+            if rewind is not None:
+                m["rewinds"].append(Rewind(**rewind))
+                m["last_step"] = rewind["step"]
             m["schema"].update(kinds)
             m["summary"] = {k: mf.encode_value(v) for k, v in summary.items()}
             m["summary_explicit"] = explicit
@@ -1062,22 +1094,17 @@ class Run:
 
         For resuming from a checkpoint older than the last logged step. Nothing is deleted;
         ``history(all_attempts=True)`` still shows the hidden rows.
+
+        One flush does it, under the flush lock: the rows logged until then are written (the
+        rows before the rewind), the rewind is committed with them, and only then do rows that
+        other threads logged meanwhile take their steps from ``step + 1``: each row lands on
+        one side, with steps that agree. (Done in two flushes, the writer thread could write
+        such rows in between with their old steps, visible beside the new ones, and stall on
+        a backlog whose steps went down.)
         """
         if isinstance(step, bool) or not isinstance(step, int) or step < -1:
             raise UsageError(f"rewind step must be an int >= -1, got {step!r}")
-        step = check_step(step)
-        self._flush()
-        seq = self._seq
-
-        def apply(m: mf.Manifest) -> None:
-            m["rewinds"].append({"attempt": self.attempt, "seq": seq, "step": step})
-            m["last_step"] = step
-
-        self._update(apply)
-        with self._lock:
-            self._row, self._jump = {}, None
-            self._resolved = step
-            self._anchor = (step + 1, self._taken + len(self._rows))
+        self._flush(rewind=check_step(step))
 
     # -- ending ---------------------------------------------------------------------------
     def finish(self, exit_code: int = 0) -> None:
