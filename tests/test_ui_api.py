@@ -23,7 +23,7 @@ import pytest
 
 import localrun
 from localrun._server.app import create_app
-from tests.conftest import run_py
+from tests.conftest import run_py, spawn
 
 pytestmark = pytest.mark.filterwarnings("ignore::localrun.LocalrunWarning")
 
@@ -917,6 +917,69 @@ def test_a_killed_run_shows_crashed_without_a_commit(tmp_path: Path) -> None:
         client.json("/api/v1/runs/p/resumed/series", params={"key": "loss"})["series"][0]["count"]
         == 10
     )
+
+
+OTHER_NODE_WRITER = """
+import time, localrun._store.lease as lease
+lease.HOST = "other-node"  # this process plays a writer on another machine of the cluster
+import localrun
+run = localrun.init(project="p", id="far", flush_interval=0.1, console=False,
+                    system_metrics=False)
+print("ready", flush=True)
+for i in range(100_000):
+    run.log({"loss": float(i)})
+    time.sleep(0.05)
+"""
+
+
+def test_a_still_heartbeat_on_another_node_shows_crashed_and_a_moving_one_running(
+    tmp_path: Path,
+) -> None:
+    """The cluster's usual death: the writer's node dies, nothing on this host can see its
+    pid. The dashboard watches the lease's heartbeat on its own clock (DESIGN §5): still for
+    a TTL shows crashed (derived: the revision still says running), moving again shows
+    running. The TTL is long enough that a loaded machine cannot starve a live heartbeat
+    (every TTL/3) for all of it."""
+    ttl = 6.0
+    root = tmp_path / "runs"
+    proc = spawn(OTHER_NODE_WRITER, root, LOCALRUN_LEASE_TTL=str(ttl))
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", proc.stderr
+    client = Client(root)
+
+    def states() -> tuple[str, str]:
+        (row,) = client.json("/api/v1/runs")["runs"]
+        return row["state"], client.json("/api/v1/runs/p/far")["state"]
+
+    def until(wanted: str) -> int:
+        """Polls (every 0.2 s) until both the runs page and the run page show ``wanted``."""
+        deadline = time.monotonic() + 20 * ttl  # only catches a hang
+        polls = 0
+        while states() != (wanted, wanted):
+            polls += 1
+            assert time.monotonic() < deadline, f"never {wanted}: {states()}"
+            time.sleep(0.2)
+        return polls
+
+    try:
+        watched_until = time.monotonic() + ttl + 2.0  # a whole TTL and more, watching it move
+        seen = set()
+        while time.monotonic() < watched_until:
+            seen.add(states())
+            time.sleep(0.2)
+        assert seen == {("running", "running")}
+        proc.send_signal(signal.SIGSTOP)  # a hung node: its heartbeat stands still
+        assert until("crashed") >= 1
+        assert localrun.Api(root).run("p/far").state == "running"  # nothing was written
+        proc.send_signal(signal.SIGCONT)  # it wakes and beats again
+        until("running")
+        proc.kill()  # the node dies for good
+        proc.wait(timeout=30)
+        assert until("crashed") >= 1
+        (row,) = client.json("/api/v1/runs", params={"state": "crashed"})["runs"]
+        assert row["id"] == "far"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def _many_runs(root: Path, **init: Any) -> int:

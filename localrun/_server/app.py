@@ -154,7 +154,7 @@ def create_app(
             Route(f"{API}/objects/{{key:path}}", put_object, methods=["PUT"]),
             Route(f"{API}/list", list_names, methods=["GET"]),
         ]
-    routes += ui_api.routes(root)
+    routes += ui_api.routes(root, watch=not pushes)
     routes += pages.routes()
     app = Starlette(
         routes=routes, exception_handlers={ObjectError: refused}, lifespan=_started(ready)

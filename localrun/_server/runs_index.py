@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from .. import Api
-from .._query import StoredRun, damage_of, shown_state
+from .._query import StoredRun, damage_of
 from .._store import listing
 from .._store.layout import LOG, MANIFEST
 from .._store.records import Owner
@@ -44,6 +44,7 @@ from ..errors import (
     UsageError,
 )
 from . import runs_cache
+from .heartbeats import Heartbeats, shown
 from .run_records import Details, RunRecord, Scalar
 
 STATES = ("running", "finished", "failed", "crashed", "preempted", "damaged")
@@ -197,6 +198,7 @@ class RunsIndex:
     """
 
     api: Api
+    heartbeats: Heartbeats | None = None  # localrun ui: a still heartbeat shows as crashed
     reads: int = 0  # run folders read, damaged ones too (the tests check the cache by it)
     generation: int = 0  # bumped whenever a record changes
     _cache: dict[str, _Entry] = field(default_factory=dict)
@@ -295,11 +297,12 @@ class RunsIndex:
         for _ in walk:  # to its end: the listing saves its index there
             pass
 
-    @staticmethod
-    def _keep(folder: str, entry: _Entry, fresh: dict[str, _Entry], out: list[RunRecord]) -> bool:
+    def _keep(
+        self, folder: str, entry: _Entry, fresh: dict[str, _Entry], out: list[RunRecord]
+    ) -> bool:
         """Take ``entry`` into this listing with its state as shown now (a "running" run whose
         owner died shows as crashed without a commit); whether its record changed."""
-        state = shown_state(entry.stored_state, entry.owner)
+        state = shown(self.heartbeats, entry.stored_state, entry.owner)
         moved = state != entry.record.state
         if moved:
             entry.record = replace(entry.record, state=state)

@@ -40,6 +40,7 @@ from starlette.routing import BaseRoute, Route
 
 from .. import Api, _query_series
 from .._query import LIST_MEDIA, MEDIA, damage_of
+from .._settings import lease_ttl
 from .._store.layout import check_file_name, sanitize_id
 from .._store.safe_io import open_inside
 from ..errors import (
@@ -52,6 +53,7 @@ from ..errors import (
 )
 from . import runs_index
 from .answers import Answers
+from .heartbeats import Heartbeats, shown
 from .objects import chunks
 from .runs_index import Condition, Query, RunsIndex, json_float
 from .tables import Tables
@@ -78,10 +80,13 @@ class Refused(Exception):
         self.message = message
 
 
-def routes(root: Path) -> list[BaseRoute]:
-    """The API's routes on ``root``."""
+def routes(root: Path, watch: bool = True) -> list[BaseRoute]:
+    """The API's routes on ``root``. With ``watch`` (``localrun ui``: the writers commit to this
+    root), a running run whose heartbeat stands still for a TTL shows as crashed
+    (``heartbeats.py``)."""
     api = Api(root)
-    index = RunsIndex(api)
+    beats = Heartbeats(lease_ttl()) if watch else None
+    index = RunsIndex(api, beats)
     answers = Answers()
     tables = Tables()
     # Fill the runs list's cache now, not at the first page load (10,000 runs: seconds).
@@ -90,7 +95,7 @@ def routes(root: Path) -> list[BaseRoute]:
     ).start()
     handlers: list[tuple[str, Callable[[Request], Response]]] = [
         (f"{API}/runs", lambda r: runs_page(index, r)),
-        (RUN, lambda r: run_detail(api, r)),
+        (RUN, lambda r: run_detail(api, beats, r)),
         (f"{RUN}/series", lambda r: series(api, answers, tables, r)),
         (f"{API}/group-series", lambda r: group_series(api, tables, r)),
         (f"{RUN}/console", lambda r: console(api, r)),
@@ -339,15 +344,17 @@ def runs_page(index: RunsIndex, request: Request) -> Response:
 # -- 2. one run ------------------------------------------------------------------------------
 
 
-def run_detail(api: Api, request: Request) -> Response:
+def run_detail(api: Api, beats: Heartbeats | None, request: Request) -> Response:
     try:
         run = open_run(api, request)
     except Damaged as d:
         return json_answer(request, _damaged_detail(d))
-    etag = f'"{run.rev}-{run.state}"'  # the state: a dead owner shows as crashed, no commit
+    m = run.manifest
+    state = shown(beats, str(m.get("state", "running")), m.get("owner"))
+    etag = f'"{run.rev}-{state}"'  # the state: a dead owner shows as crashed, no commit
     if _fresh(request, etag):
         return not_modified(etag)
-    return json_answer(request, describe(run), etag)
+    return json_answer(request, describe(run, state), etag)
 
 
 def _damaged_detail(d: Damaged) -> dict[str, Any]:
@@ -369,8 +376,9 @@ def _damaged_detail(d: Damaged) -> dict[str, Any]:
     }
 
 
-def describe(run: StoredRun) -> dict[str, Any]:
-    """Everything the run page shows but the series, console text and media."""
+def describe(run: StoredRun, state: str) -> dict[str, Any]:
+    """Everything the run page shows but the series, console text and media (``state``: as
+    shown, see ``heartbeats.py``)."""
     m = run.manifest
     starts = {a.get("attempt"): a.get("start_step") for a in run.attempts}
     return {
@@ -378,7 +386,7 @@ def describe(run: StoredRun) -> dict[str, Any]:
         "project": run.project,
         "id": run.id,
         "name": run.name,
-        "state": run.state,
+        "state": state,
         "rev": run.rev,
         "created": run.created,
         "updated": run.updated,
