@@ -123,5 +123,8 @@ dist: $(BIN)/python
 	rm -f dist/localrun_tracker-*.whl
 	$(BIN)/pip wheel -q --no-deps -w dist .
 
+# What the targets above made: the venvs, the wheel, the tools' caches, npm's download. Never the
+# committed vendor files (localrun/_server/static/vendor), nor any run.
 clean:
-	$(BIN)/python -m pytest -q -n 2 -m "not install and not mlflow and not swift and not server and not frameworks and not browser" tests
+	rm -rf $(VENV) .venv-bench $(MLFLOW_VENV) dist build ui/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find localrun tests benchmarks -name __pycache__ -type d -prune -exec rm -rf {} +

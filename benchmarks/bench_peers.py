@@ -1,7 +1,8 @@
 """log() of 10 floats: localrun against trackio and wandb (offline), each against its baseline.
 
-Run: make bench-peers (creates .venv-bench with the peers; they never enter the project's venv)
-or: .venv/bin/python benchmarks/bench_peers.py [--bench-python .venv-bench/bin/python]
+Run: make bench (it creates .venv-bench with the peers, which never enter the project's venv,
+then runs every benchmark), or this script alone once .venv-bench exists:
+.venv/bin/python benchmarks/bench_peers.py [--bench-python .venv-bench/bin/python]
 
 Each cell is a fresh process that measures its tracker and the baseline (appending the same
 values to Python lists) in the same process; the table shows medians of 3 cells.
