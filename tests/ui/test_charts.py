@@ -37,12 +37,17 @@ def chart(pg: Any, key: str) -> dict[str, str]:
     return pg.eval_on_selector(f'div.chart[data-key="{key}"]', "d => ({...d.dataset})")
 
 
-def drawn(pg: Any, key: str) -> list[list[float | None]]:
-    """The aligned arrays uPlot draws for ``key``: [x, y1, y2, ...] (undefined -> None)."""
+def drawn(pg: Any, key: str, raw: bool = False) -> list[list[float | None]]:
+    """The aligned arrays uPlot draws for ``key``: [x, y1, y2, ...] (undefined -> None), the
+    runs' curves; with ``raw``, [x, ...] of the faint raw curves drawn under smoothed ones."""
     return pg.evaluate(
-        """key => window.__localrunCharts[0].plot(key).data
-                 .map(a => Array.from(a, v => v === undefined ? null : v))""",
-        key,
+        """([key, raw]) => {
+             const u = window.__localrunCharts[0].plot(key);
+             return u.data
+               .filter((_, i) => i === 0 || Boolean(u.series[i].raw) === raw)
+               .map(a => Array.from(a, v => v === undefined ? null : v));
+           }""",
+        [key, raw],
     )
 
 
@@ -149,6 +154,9 @@ def test_smoothing_changes_the_drawn_values_not_their_count(
         (after["series"], after["points"]) == (before["series"], before["points"]) == ("1", "200")
     )
     assert smooth != raw
+    # the raw curve stays drawn, faint, under the smoothed one (and only while smoothing)
+    assert (before["raw"], after["raw"]) == ("0", "1")
+    assert drawn(page, "loss", raw=True)[1] == raw
     # debiased EMA (TensorBoard's): starts at the first value, converges to the mean 1.5
     assert smooth[0] == raw[0] == 1.0
     assert abs(smooth[-1] - 1.5) < 0.1

@@ -71,6 +71,7 @@ def test_three_runs_draw_three_series_with_a_legend(
     redraw_after(page, "loss", SET_INPUT, ["#smoothing", "0.8"])
     smooth = drawn(page, "loss")
     assert chart(page, "loss")["points"] == str(20 + 30 + 40)
+    assert chart(page, "loss")["raw"] == "3" and drawn(page, "loss", raw=True) == raw
     for run in (1, 2, 3):
         assert smooth[run] != raw[run]
         assert [v is None for v in smooth[run]] == [v is None for v in raw[run]]

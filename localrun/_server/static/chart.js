@@ -9,7 +9,8 @@
 // The DOM contract (docs/ui.md, the browser tests, the benchmark): controls input#metric-search,
 // select#xaxis, input#smoothing, input#logscale (and on compare select#group-by, select#band);
 // one div.chart[data-key] per metric with data-series, data-points, data-xmin, data-xmax,
-// data-markers and data-ready="1" set after every draw. window.__localrunCharts lists the live
+// data-markers, data-raw (the faint raw curves drawn under smoothed ones) and data-ready="1" set
+// after every draw. window.__localrunCharts lists the live
 // MetricCharts (tests read a chart's drawn data through .plot(key).data).
 /* global uPlot */
 import { getJSON, poll, POLL_MS, runApi, showError } from "./api.js";
@@ -600,14 +601,26 @@ export class MetricCharts {
         bands.push({ series: [n + 1, n + 2], fill: withAlpha(g.color, 0.15) });
       }
     } else {
+      // Smoothed, each run's raw curve stays drawn, faint, as TensorBoard's: first, so under
+      // the smoothed ones, and out of the legend (an edge); `raw` marks it for the counts.
+      const raws = [];
       this.runs.forEach((path, i) => {
         const answer = this.series.get(path);
         const s = answer && answer.series.find((one) => one.key === key);
         if (!s || s.x.length === 0) return;
+        const label = this.runLabel(path);
+        if (w > 0) {
+          raws.push([[s.x, clean(s.y)], {
+            label: `${label} raw`, stroke: withAlpha(this.colors[i], 0.25), width: 1,
+            spanGaps: true, edge: true, raw: true, points: { show: false },
+          }]);
+        }
         tables.push([s.x, clean(ema(s.y, w))]);
-        series.push({ label: this.runLabel(path), stroke: this.colors[i], width: 1.25, spanGaps: true });
+        series.push({ label, stroke: this.colors[i], width: 1.25, spanGaps: true });
         for (const m of answer.attempts || []) markers.push({ ...m, color: this.colors[i] });
       });
+      tables.unshift(...raws.map((r) => r[0]));
+      series.splice(1, 0, ...raws.map((r) => r[1]));
     }
     let data;
     if (tables.length === 0) data = [[]];
@@ -622,9 +635,11 @@ export class MetricCharts {
     p.markers = markers;
     let points = 0;
     for (let i = 1; i < data.length; i++) {
+      if (series[i].raw) continue;
       for (const y of data[i]) if (y !== null && y !== undefined) points++;
     }
     p.points = points;
+    p.raw = series.filter((s) => s.raw).length;
     const signature = JSON.stringify([
       series.map((s) => [s.label, s.stroke]), this.settings.x, this.settings.log, bands.length,
     ]);
@@ -695,7 +710,8 @@ export class MetricCharts {
   afterDraw(u, p) {
     const drawn = drawMarkers(u, p.markers || []);
     const div = p.div;
-    div.dataset.series = String(u.series.length - 1);
+    div.dataset.series = String(u.series.length - 1 - (p.raw || 0)); // curves, not raw shadows
+    div.dataset.raw = String(p.raw || 0);
     div.dataset.points = String(p.points);
     div.dataset.xmin = String(u.scales.x.min);
     div.dataset.xmax = String(u.scales.x.max);
