@@ -770,6 +770,22 @@ def test_localrun_sync_to_a_server_makes_a_replica_the_api_reads(
     assert theirs.history().equals(mine.history())
     assert theirs.state == mine.state
 
+    # the server's dashboard shows the pushed run as `localrun ui` would show it locally
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=server.url, headers=auth, timeout=30) as web:
+        page = web.get("/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        listed = web.get("/api/v1/runs").json()
+        assert [(r["path"], r["state"], r["last_step"]) for r in listed["runs"]] == [
+            (RUN, "finished", 299)
+        ]
+        detail = web.get(f"/api/v1/runs/{RUN}").json()
+        assert detail["state"] == "finished" and detail["config"] == mine.config
+        drawn = web.get(f"/api/v1/runs/{RUN}/series", params={"key": "loss"}).json()
+        (loss,) = drawn["series"]
+        assert loss["count"] == 300 and loss["y"][0] == 1.0
+        assert httpx.get(f"{server.url}/api/v1/runs", timeout=30).status_code == 401
+
     stored = {p: p.stat().st_mtime_ns for p in server.root.rglob("*") if p.is_file()}
     again = subprocess.run(
         cmd, env=child_env(local, LOCALRUN_TOKEN=TOKEN), capture_output=True, text=True, timeout=120
