@@ -124,6 +124,25 @@ def test_the_first_draw_asks_for_the_runs_details_once(page: Any, ui: UiServer) 
     assert page.locator("#metrics div.chart[data-ready='1']").count() >= 1
 
 
+def test_chart_settings_stay_in_the_address_and_a_reload_keeps_them(
+    page: Any, ui: UiServer
+) -> None:
+    """Smoothing, log scale, x axis and metric filter are in the run page's URL (as on the
+    compare page): a reload or a link shows the charts as they looked."""
+    from tests.ui.test_charts import SET_INPUT, chart, redraw_after
+
+    page.goto(ui.page_url("/runs/p/rich"))
+    wait_ready(page)
+    redraw_after(page, "loss", SET_INPUT, ["#smoothing", "0.6"])
+    redraw_after(page, "loss", SET_INPUT, ["#logscale", True])
+    assert "smoothing=0.6" in page.url and "log=1" in page.url and "poll=" in page.url
+    page.reload()
+    wait_ready(page)
+    assert page.input_value("#smoothing") == "0.6" and page.is_checked("#logscale")
+    assert chart(page, "loss")["raw"] == "1"  # drawn smoothed, with the raw curve under it
+    assert page.evaluate("window.__localrunCharts[0].plot('loss').scales.y.distr") == 3
+
+
 def test_attempts_table_of_a_preempted_and_resumed_run(page: Any, ui: UiServer) -> None:
     open_run(page, ui)
     first = page.locator("section#attempts tr[data-attempt='1']")

@@ -23,6 +23,36 @@ export const PALETTE = [
 ];
 
 /** The colour of the i-th run or group (a golden-angle hue past the palette). */
+// URL parameter <-> MetricCharts setting: the pages keep a chart's settings in their address,
+// so a reload, a bookmark or a link a colleague opens shows the charts as they looked.
+const SETTING_PARAMS = { x: "x", smoothing: "smoothing", log: "log", group: "group", band: "band", search: "metric" };
+export const SETTING_NAMES = new Set(Object.values(SETTING_PARAMS));
+
+/** The settings a page's URLSearchParams hold (MetricCharts' `settings` option). */
+export function settingsFrom(params) {
+  const s = {};
+  for (const [setting, name] of Object.entries(SETTING_PARAMS)) {
+    const v = params.get(name);
+    if (v !== null && v !== "") s[setting] = v;
+  }
+  if ("log" in s) s.log = s.log === "1" || s.log === "true";
+  if ("smoothing" in s) s.smoothing = Number(s.smoothing);
+  return s;
+}
+
+/** The URL parameters of the settings that differ from the defaults. */
+export function settingsParams(settings) {
+  const q = {};
+  if (!settings) return q;
+  if (settings.x && settings.x !== "step") q.x = settings.x;
+  if (settings.smoothing > 0) q.smoothing = settings.smoothing;
+  if (settings.log) q.log = "1";
+  if (settings.group && settings.group !== "none") q.group = settings.group;
+  if (settings.band && settings.band !== "minmax") q.band = settings.band;
+  if (settings.search) q.metric = settings.search;
+  return q;
+}
+
 export function colorFor(i) {
   return i < PALETTE.length ? PALETTE[i] : `hsl(${Math.round((i * 137.508) % 360)}, 60%, 45%)`;
 }

@@ -3,34 +3,11 @@
 // (x axis, smoothing, log scale, grouping, band, metric filter) live in the URL next to the runs,
 // so a comparison can be bookmarked and sent to a colleague as it looks.
 import { runPage, withParams } from "./api.js";
-import { colorFor, MetricCharts } from "./chart.js";
-
-// URL parameter <-> MetricCharts setting
-const PARAMS = { x: "x", smoothing: "smoothing", log: "log", group: "group", band: "band", search: "metric" };
-
-function settingsFrom(params) {
-  const s = {};
-  for (const [setting, name] of Object.entries(PARAMS)) {
-    const v = params.get(name);
-    if (v !== null && v !== "") s[setting] = v;
-  }
-  if ("log" in s) s.log = s.log === "1" || s.log === "true";
-  if ("smoothing" in s) s.smoothing = Number(s.smoothing);
-  return s;
-}
+import { colorFor, MetricCharts, settingsFrom, settingsParams } from "./chart.js";
 
 /** The page's URL: the runs, then the settings that differ from the defaults. */
 function compareUrl(runs, settings) {
-  const q = { run: runs };
-  if (settings) {
-    if (settings.x && settings.x !== "step") q.x = settings.x;
-    if (settings.smoothing > 0) q.smoothing = settings.smoothing;
-    if (settings.log) q.log = "1";
-    if (settings.group && settings.group !== "none") q.group = settings.group;
-    if (settings.band && settings.band !== "minmax") q.band = settings.band;
-    if (settings.search) q.metric = settings.search;
-  }
-  return withParams("/compare", q);
+  return withParams("/compare", { run: runs, ...settingsParams(settings) });
 }
 
 function legendItem(path, i, runs, params) {

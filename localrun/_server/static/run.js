@@ -2,8 +2,8 @@
 // on a shared time axis: a preempted run and its resumes side by side), what it logged (metrics,
 // system metrics, media), what it saved (files, each version downloadable) and what it printed
 // (console per attempt). One poll of the run (its revision as ETag) drives every refresh.
-import { getJSON, getTextResponse, poll, runApi, showError } from "./api.js";
-import { MetricCharts } from "./chart.js";
+import { getJSON, getTextResponse, poll, runApi, runPage, showError, withParams } from "./api.js";
+import { MetricCharts, SETTING_NAMES, settingsFrom, settingsParams } from "./chart.js";
 import {
   badge,
   el,
@@ -214,6 +214,15 @@ function filesTable(path, files) {
   );
 }
 
+/** The run page's URL with the chart settings ``settings`` (other parameters kept). */
+function runUrl(path, settings) {
+  const kept = {};
+  for (const [k, v] of new URLSearchParams(location.search)) {
+    if (!SETTING_NAMES.has(k)) (kept[k] = kept[k] || []).push(v);
+  }
+  return withParams(runPage(path), { ...kept, ...settingsParams(settings) });
+}
+
 export function renderRun(main, path, params) {
   const [project, id] = [path.slice(0, path.indexOf("/")), path.slice(path.indexOf("/") + 1)];
   setCrumbs([["runs", "/"], [project, `/?project=${encodeURIComponent(project)}`], [id, null]]);
@@ -417,7 +426,12 @@ export function renderRun(main, path, params) {
     fill(files, files.firstChild, filesTable(path, data.files || []));
     const waits = [];
     if (!charts) {
-      charts = new MetricCharts(metricsBox, { runs: [path], stream: "history" });
+      charts = new MetricCharts(metricsBox, {
+        runs: [path],
+        stream: "history",
+        settings: settingsFrom(params),
+        onSettings: (s) => history.replaceState(null, "", runUrl(path, s)),
+      });
       waits.push(startCharts(charts, metricsBox, { [path]: data }));
     }
     waits.push(startSystem(data));
