@@ -154,12 +154,18 @@ def test_attempts_table_of_a_preempted_and_resumed_run(page: Any, ui: UiServer) 
     assert second.locator("td[data-col=exit_code]").inner_text().strip() == "0"
     assert first.locator("td[data-col=first_step]").inner_text().strip() == "0"
     assert second.locator("td[data-col=first_step]").inner_text().strip() == "3"
-    # the timeline: one bar per attempt on a shared axis, the second after the first
+    for row in (first, second):  # each attempt's process and times
+        assert row.locator("td[data-col=pid]").inner_text().strip().isdigit()
+        for col in ("started", "ended"):
+            assert row.locator(f"td[data-col={col}]").inner_text().strip() not in ("", "—")
+    # the timeline: one bar per attempt on a shared time axis; the first ends (the last commit
+    # of the killed process) before the second starts
     bars = page.locator("section#attempts .timeline .bar")
     assert bars.count() == 2
     a = bars.nth(0).bounding_box()
     b = bars.nth(1).bounding_box()
-    assert a is not None and b is not None and b["x"] >= a["x"]
+    assert a is not None and b is not None
+    assert a["x"] < b["x"] and a["x"] + a["width"] <= b["x"] + 1
 
 
 def natural_width(page: Any) -> int:
