@@ -125,3 +125,24 @@ def test_runs_page_shows_new_runs_and_state_changes(
     page.wait_for_selector('tr[data-run="p/live"][data-state="finished"]')
     assert page.locator("tr[data-run]").count() == 3
     assert_not_reloaded(page)
+
+
+def test_compare_legend_follows_a_run_that_finishes(
+    ui_root: Path, ui_server, page, tmp_path: Path
+) -> None:
+    """The compare page's legend says each run's state; a run that finishes while the page is
+    open says so without a reload (the legend used to keep the state of the first load)."""
+    done = make_run(ui_root, run_id="done", steps=10)
+    writer = start_writer(ui_root, tmp_path / "go", run_id="live")
+    writer.advance(10)
+    server = ui_server(ui_root)
+    page.goto(server.page_url(f"/compare?run={done}&run=p/live"))
+    wait_ready(page)
+    states = "ul#compare-legend li[data-run='{}']"
+    assert page.get_attribute(states.format(done), "data-state") == "finished"
+    assert page.get_attribute(states.format("p/live"), "data-state") == "running"
+    mark_window(page)
+    writer.finish()
+    page.wait_for_selector(states.format("p/live") + "[data-state='finished']")
+    assert page.inner_text(states.format("p/live") + " .state") == "finished"
+    assert_not_reloaded(page)

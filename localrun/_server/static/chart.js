@@ -163,10 +163,12 @@ export class MetricCharts {
    * @param {HTMLElement} container where the controls and charts go
    * @param {{runs: string[], stream?: "history"|"system", keys?: string[],
    *          groupable?: boolean, colors?: string[], settings?: object,
-   *          onSettings?: (settings: object) => void, onGroups?: (groups: object[]) => void}} options
-   *   settings: initial {x, smoothing, log, search, group, band} (the compare page's URL);
+   *          onSettings?: (settings: object) => void, onGroups?: (groups: object[]) => void,
+   *          onInfo?: (info: Map<string, object>) => void}} options
+   *   settings: initial {x, smoothing, log, search, group, band} (the page's URL);
    *   onSettings: called with them when the user changes a control;
-   *   onGroups: called after each fetch with the groups drawn ([] when not grouped).
+   *   onGroups: called after each fetch with the groups drawn ([] when not grouped);
+   *   onInfo: called with every run's details when a poll brought new ones (a new state).
    */
   constructor(container, options) {
     this.container = container;
@@ -177,6 +179,7 @@ export class MetricCharts {
     this.colors = options.colors || this.runs.map((_, i) => colorFor(i));
     this.onSettings = options.onSettings || (() => {});
     this.onGroups = options.onGroups || (() => {}); // [{label, runs, color}] or [] ungrouped
+    this.onInfo = options.onInfo || (() => {}); // after a poll that brought a run's new details
     const s = options.settings || {};
     this.settings = {
       x: s.x || (this.stream === "system" ? "time" : "step"),
@@ -429,6 +432,7 @@ export class MetricCharts {
       this.runs.map((path) => (known.has(path) ? { data: known.get(path) } : getJSON(runApi(path)))),
     );
     let failure = null;
+    let changed = false;
     answers.forEach((a, i) => {
       const path = this.runs[i];
       if (a.status === "rejected") {
@@ -437,9 +441,11 @@ export class MetricCharts {
       }
       const old = this.info.get(path);
       if (!old || old.rev !== a.value.data.rev || !this.series.has(path)) moved.push(path);
+      changed = changed || old !== a.value.data; // a 304 hands back the same object
       this.info.set(path, a.value.data);
     });
     this.report(failure);
+    if (changed) this.onInfo(this.info); // a state can change without a revision (crashed)
     return moved;
   }
 

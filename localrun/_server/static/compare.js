@@ -74,10 +74,24 @@ export function renderCompare(main, params) {
   section.id = "metrics";
   main.append(legend, section);
 
+  // names and states, once the runs were read and whenever a poll brings new details (a run
+  // that finishes, or whose node died, while the page is open)
+  const showInfo = (info) => {
+    for (const li of legend.children) {
+      const one = info.get(li.dataset.run);
+      if (!one) continue;
+      li.querySelector("a").textContent = one.name && one.name !== one.id
+        ? `${one.name} (${li.dataset.run})`
+        : li.dataset.run;
+      li.querySelector(".state").textContent = one.state || "";
+      li.dataset.state = one.state || "";
+    }
+  };
   const charts = new MetricCharts(section, {
     runs,
     stream: "history",
     groupable: true,
+    onInfo: showInfo,
     colors: runs.map((_, i) => colorFor(i)),
     settings: settingsFrom(params),
     onSettings: (s) => history.replaceState(null, "", compareUrl(runs, s)),
@@ -95,16 +109,7 @@ export function renderCompare(main, params) {
   let stopped = false;
   charts.start().then(() => {
     if (stopped) return;
-    // names and states are known once the runs were read
-    for (const li of legend.children) {
-      const info = charts.info.get(li.dataset.run);
-      if (!info) continue;
-      li.querySelector("a").textContent = info.name && info.name !== info.id
-        ? `${info.name} (${li.dataset.run})`
-        : li.dataset.run;
-      li.querySelector(".state").textContent = info.state || "";
-      li.dataset.state = info.state || "";
-    }
+    showInfo(charts.info);
     document.body.dataset.ready = "1";
     performance.mark("localrun:drawn");
   });
