@@ -190,13 +190,20 @@ run.finish()
 """
 
 
+WRITER_TTL = 6.0
+
+
 def start_writer(
     root: Path, go: Path, project: str = "p", run_id: str = "live", host: str | None = None
 ) -> Writer:
     """Start a :class:`Writer` of ``project/run_id`` (a new run, or the next attempt of one);
-    returns once it has opened the run (its ``init`` is done)."""
+    returns once it has opened the run (its ``init`` is done).
+
+    Its lease TTL (6 s) is long enough that a loaded machine cannot starve the live writer's
+    heartbeat for all of it: the dashboard shows a run whose heartbeat stood still for a TTL as
+    crashed (and the next attempt of a killed writer waits that long to take the run over)."""
     code = child_code(WRITER.format(project=project, run_id=run_id), host)
-    proc = spawn(code, root, GO_FILE=str(go), LOCALRUN_LEASE_TTL="1")
+    proc = spawn(code, root, GO_FILE=str(go), LOCALRUN_LEASE_TTL=str(WRITER_TTL))
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("started"), (
