@@ -172,6 +172,32 @@ def test_runs_sort_and_paging(client: Client) -> None:
     assert page["total"] == 4 and [r["id"] for r in page["runs"]] == ["b", "c"]
 
 
+def test_runs_by_host_and_by_group(tmp_path: Path) -> None:
+    """Filter by host (where each run last ran), sort by host, group and project."""
+    root = tmp_path / "runs"
+    for project, run_id, group, host in [
+        ("p", "a", "g2", "node-b"),
+        ("q", "b", "g1", "node-a"),
+        ("p", "c", None, "node-a"),
+    ]:
+        code = (
+            f"import socket\nsocket.gethostname = lambda: {host!r}\nimport localrun\n"
+            f"localrun.init(project={project!r}, id={run_id!r}, group={group!r}).finish()\n"
+        )
+        done = run_py(code, root)
+        assert done.returncode == 0, done.stderr
+    client = Client(root)
+
+    def ids(**params: Any) -> list[str]:
+        return [r["id"] for r in client.json("/api/v1/runs", params=params)["runs"]]
+
+    assert sorted(ids(host="node-a")) == ["b", "c"] and ids(host="node-b") == ["a"]
+    assert ids(host="node-z") == []
+    assert ids(sort="host", order="asc")[-1] == "a"
+    assert ids(sort="group", order="asc") == ["b", "a", "c"]  # a run without one comes last
+    assert ids(sort="project", order="desc")[0] == "b"
+
+
 @pytest.mark.parametrize(
     ("params", "named"),
     [

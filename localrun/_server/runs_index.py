@@ -48,7 +48,18 @@ from .heartbeats import Heartbeats, shown
 from .run_records import Details, RunRecord, Scalar
 
 STATES = ("running", "finished", "failed", "crashed", "preempted", "damaged")
-SORTS = ("created", "updated", "id", "name", "state", "last_step", "attempts", "host")
+SORTS = (
+    "created",
+    "updated",
+    "id",
+    "name",
+    "project",
+    "group",
+    "state",
+    "last_step",
+    "attempts",
+    "host",
+)
 OPS = ("<=", ">=", "!=", "=", "<", ">", "~")  # longest first: "<=" is not "<" then "=value"
 _WHERE = re.compile(r"^(config|summary)\.([^<>=!~]+)(<=|>=|!=|=|<|>|~)(.*)$", re.DOTALL)
 NOTES_CHARS = 200
@@ -559,6 +570,8 @@ def sort_getter(sort: str) -> Callable[[RunRecord], Scalar]:
         "updated": lambda r: r.updated,
         "id": lambda r: r.id,
         "name": lambda r: r.name,
+        "project": lambda r: r.project,
+        "group": lambda r: r.group,
         "state": lambda r: r.state,
         "last_step": lambda r: r.last_step,
         "attempts": lambda r: r.attempts,

@@ -22,20 +22,20 @@ const LIMIT = 100;
 const BASE = [
   ["state", "State", true, false],
   ["name", "Name", true, false],
-  ["project", "Project", false, false],
+  ["project", "Project", true, false],
   ["attempts", "Attempts", true, true],
   ["host", "Host", true, false],
   ["created", "Created", true, false],
   ["updated", "Updated", true, false],
   ["last_step", "Step", true, true],
   ["tags", "Tags", false, false],
-  ["group", "Group", false, false],
+  ["group", "Group", true, false],
   ["notes", "Notes", false, false],
 ];
 // Text columns start ascending (a..z), numbers and times descending (newest, largest first).
 // Columns left out when no run of the page has a value for them (most roots use few of them).
 const OPTIONAL = new Set(["tags", "group", "notes"]);
-const ASC_FIRST = new Set(["name", "id", "state", "host"]);
+const ASC_FIRST = new Set(["name", "id", "project", "group", "state", "host"]);
 const DEFAULT_EXTRA = { config: 3, summary: 4 }; // columns shown until the user picks some
 
 // The view as the URL says it: the one source of truth of what is shown.
