@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 import localrun
 from localrun._store import compaction
@@ -608,3 +609,49 @@ def test_an_end_commits_without_waiting_for_a_merge_then_waits_for_its_thread(ro
     assert steps == list(range(out["steps"]))  # nothing lost, nothing twice
     listed, on_disk = _listed_and_on_disk(root, "p/r")
     assert listed == on_disk  # the unfinished merge left no file behind
+
+
+def _immutable(path: Path, on: bool) -> bool:
+    """chattr +i / -i: a file nobody, root included, can replace (False where unsupported)."""
+    flag = "+i" if on else "-i"
+    return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
+
+
+def test_parts_stay_while_the_manifest_copy_still_lists_them(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """manifest.json could not be refreshed (here: made immutable, a real EPERM for root too):
+    a tool joining that copy with the files would lose the rows of parts removed now, so the
+    merge keeps them on disk; verify --repair sets them aside once the copy is fresh again."""
+    monkeypatch.setenv("LOCALRUN_COMPACT_FANOUT", "4")
+    run = localrun.init(project="p", id="r", dir=root, flush_interval=3600, console=False)
+    for i in range(3):
+        run.log({"x": float(i)})
+        run.flush()
+    copy = run.dir / "manifest.json"
+    if not _immutable(copy, True):
+        run.finish()
+        pytest.skip("this filesystem cannot make a file immutable (chattr +i)")
+    try:
+        run.log({"x": 3.0})
+        run.flush()  # the fourth segment: a merge of four, committed, the copy not refreshed
+        deadline = time.monotonic() + 60
+        while not any(s.get("level") for s in mf.load(run.dir)["segments"]):
+            assert time.monotonic() < deadline, "the merge was never committed"
+            time.sleep(0.05)
+        stale = {s["file"] for s in json.loads(copy.read_bytes())["segments"]}
+        listed, on_disk = _listed_and_on_disk(root, "p/r")
+        # the copy is of the third flush's revision: it names three of the four parts
+        assert len(stale) == 3 and stale.isdisjoint(listed)
+        assert stale <= on_disk and len(on_disk - listed) == 4  # all four are still there
+        assert "stale manifest.json" in caplog.text
+    finally:
+        assert _immutable(copy, False)
+    run.finish()  # its commit refreshes the copy
+    assert {s["file"] for s in json.loads(copy.read_bytes())["segments"]} == listed
+    assert localrun.Api(root).run("p/r").history(["x"])["x"].to_pylist() == [0.0, 1.0, 2.0, 3.0]
+    localrun.Api(root).verify("p/r", repair=True)
+    listed, on_disk = _listed_and_on_disk(root, "p/r")
+    assert listed == on_disk  # the kept parts are set aside (quarantine/), never deleted
+    assert len(list((run.dir / "quarantine").rglob("*.parquet"))) == 4
+    assert localrun.Api(root).run("p/r").history(["x"])["x"].to_pylist() == [0.0, 1.0, 2.0, 3.0]

@@ -16,9 +16,9 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .._store import compaction
+from .._store import compaction, revisions
 from .._store import manifest as mf
-from .._store.layout import inside
+from .._store.layout import MANIFEST, inside
 from .._store.records import SegmentEntry
 from ..errors import RunSupersededError
 from .heartbeat import beat_owner
@@ -168,6 +168,17 @@ class Compactor:
                 self._discard(outputs)
         if not committed:
             return False
+        parts = {part["file"] for part in job.parts}
+        if revisions.copy_lists(run.dir, parts):
+            # Refreshing manifest.json failed (logged): tools reading it still need the parts.
+            # They stay, unlisted, until a resume or verify --repair sets them aside.
+            log.warning(
+                "localrun: kept %d merged segments of %s for its stale %s",
+                len(parts),
+                run.path,
+                MANIFEST,
+            )
+            return True
         for part in job.parts:  # only now: the revision that replaces them is committed
             inside(run.dir, part["file"], "segment").unlink(missing_ok=True)
         return True

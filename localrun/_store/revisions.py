@@ -275,6 +275,23 @@ def write_copy(run_dir: Path, m: Manifest) -> None:
         log.warning("could not refresh %s of %s: %s", MANIFEST, run_dir, exc)
 
 
+def copy_lists(run_dir: Path, files: set[str]) -> bool:
+    """Does ``manifest.json`` (the copy) still list one of the segment ``files``?
+
+    Why: tools that read the copy (docs/format.md's DuckDB query) join it with the files on
+    disk. A merge removes its parts once a revision replaces them; if refreshing the copy
+    failed (``write_copy`` only logs), a part removed now would be a part the copy lists and
+    a tool cannot find, while the merged file is one it does not list: rows gone for that
+    tool. A copy that is missing or does not parse is one no tool can use: False.
+    """
+    try:
+        copy = json.loads((run_dir / MANIFEST).read_bytes())
+        listed = {s.get("file") for s in copy.get("segments") or [] if isinstance(s, dict)}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return not listed.isdisjoint(files)
+
+
 def prune(run_dir: Path, rev: int, keep: int) -> None:
     """Remove revisions older than the newest ``keep`` (every PRUNE_EVERY commits).
 
