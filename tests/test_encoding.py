@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 import localrun
 
@@ -53,6 +56,39 @@ def test_segments_are_smaller_than_with_the_old_settings(root: Path) -> None:
     old = root / "old.parquet"
     pq.write_table(table, old)  # pyarrow's defaults: snappy, dictionaries: what segments were
     assert seg.stat().st_size < 0.8 * old.stat().st_size
+
+
+@pytest.mark.parametrize("curve", ["noisy", "smooth"])
+def test_segments_take_at_most_a_fifth_more_bytes_than_one_zstd_file(
+    root: Path, curve: str
+) -> None:
+    """The target of docs/performance.md#segment-encoding: a run's segments, as written and
+    compacted, within 1.2x the bytes of one zstd file of the same table (the better of plain
+    and byte_stream_split floats), on noisy values and on smooth ones. Bytes, not time: the
+    same rows always encode alike (the times' columns vary a little from run to run)."""
+    rnd = random.Random(0)
+    with localrun.init(project="p", id="r", dir=root, console=False) as run:
+        for i in range(25_000):
+            if curve == "noisy":
+                run.log({f"m{j}": rnd.gauss(0.0, 1.0) for j in range(4)})
+            else:
+                run.log({f"m{j}": math.exp(-i / (5_000.0 * (j + 1))) for j in range(4)})
+    ours = sum(p.stat().st_size for p in _segments(root))
+    table = localrun.Api(root).run("p/r").history()
+    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+    best = min(
+        _one_file_bytes(table, compression="zstd", use_dictionary=False),
+        _one_file_bytes(
+            table, compression="zstd", use_dictionary=False, use_byte_stream_split=floats
+        ),
+    )
+    assert ours <= 1.2 * best, (curve, ours, best)
+
+
+def _one_file_bytes(table: pa.Table, **options: Any) -> int:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **options)
+    return int(sink.getvalue().size)
 
 
 def test_old_snappy_segments_and_new_ones_read_together(root: Path) -> None:
