@@ -23,6 +23,10 @@ HERE = Path(__file__).parent
 CALLS = {"localrun": 200_000, "trackio": 20_000, "wandb": 5_000}
 
 
+class CellFailed(Exception):
+    """A tracker's cell exited with an error: its row says so, the other trackers still run."""
+
+
 def cell(python: str, tracker: str, n: int) -> dict[str, float | str]:
     out = subprocess.run(
         [python, str(HERE / "peer_child.py"), tracker, str(n)],
@@ -32,7 +36,9 @@ def cell(python: str, tracker: str, n: int) -> dict[str, float | str]:
         check=False,
     )
     if out.returncode != 0:
-        raise SystemExit(f"{tracker} cell failed:\n{out.stderr[-2000:]}")
+        print(f"{tracker} cell failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CellFailed(f"exit {out.returncode}: {last[:120]}")
     line = out.stdout.strip().splitlines()[-1]
     return dict(json.loads(line))
 
@@ -48,7 +54,11 @@ def main() -> None:
         if not Path(python).exists():
             rows.append((f"{tracker}: log() of 10 floats", "n/a", f"{python} missing"))
             continue
-        cells = [cell(python, tracker, n) for _ in range(args.repeat)]
+        try:
+            cells = [cell(python, tracker, n) for _ in range(args.repeat)]
+        except CellFailed as exc:
+            rows.append((f"{tracker}: log() of 10 floats", "failed", str(exc)))
+            continue
         log_ns = statistics.median(float(c["log_ns"]) for c in cells)
         base_ns = statistics.median(float(c["base_ns"]) for c in cells)
         fin = statistics.median(float(c["finish_s"]) for c in cells)

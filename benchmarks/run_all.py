@@ -46,7 +46,7 @@ def main() -> None:
         tables = [json.loads(line) for line in out.read().splitlines()]
     rows = [(t["title"], *r) for t in tables for r in t["rows"]]
     print(f"\n\nAll benchmarks: {machine()}")
-    w0 = max(len(r[1]) for r in rows)
+    w0 = max((len(r[1]) for r in rows), default=0)
     title = None
     for section, name, value, note in rows:
         if section != title:
