@@ -10,8 +10,8 @@
 // select#xaxis, input#smoothing, input#logscale (and on compare select#group-by, select#band);
 // one div.chart[data-key] per metric with data-series, data-points, data-xmin, data-xmax,
 // data-markers, data-raw (the faint raw curves drawn under smoothed ones) and data-ready="1" set
-// after every draw. window.__localrunCharts lists the live
-// MetricCharts (tests read a chart's drawn data through .plot(key).data).
+// after every draw. window.__localrunCharts lists the live MetricCharts (tests read a chart's
+// drawn data through .plot(key).data).
 /* global uPlot */
 import { getJSON, poll, POLL_MS, runApi, showError } from "./api.js";
 
@@ -22,7 +22,6 @@ export const PALETTE = [
   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 ];
 
-/** The colour of the i-th run or group (a golden-angle hue past the palette). */
 // URL parameter <-> MetricCharts setting: the pages keep a chart's settings in their address,
 // so a reload, a bookmark or a link a colleague opens shows the charts as they looked.
 const SETTING_PARAMS = { x: "x", smoothing: "smoothing", log: "log", group: "group", band: "band", search: "metric" };
@@ -53,6 +52,7 @@ export function settingsParams(settings) {
   return q;
 }
 
+/** The colour of the i-th run or group (a golden-angle hue past the palette). */
 export function colorFor(i) {
   return i < PALETTE.length ? PALETTE[i] : `hsl(${Math.round((i * 137.508) % 360)}, 60%, 45%)`;
 }
