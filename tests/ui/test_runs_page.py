@@ -247,6 +247,15 @@ def test_selected_runs_open_the_compare_page(page: Any, ui: UiServer) -> None:
     page.click("button#compare")
     page.wait_for_url(re.compile(r"/compare\?"))
     assert parse_qs(urlparse(page.url).query)["run"] == ["p/run-01", "p/run-02"]
+    wait_ready(page)
+    # Back: the runs page as it was, the two runs still ticked (to compare one more, say)
+    page.go_back()
+    page.wait_for_url(re.compile(r"/\?project=p"))
+    page.wait_for_selector("input.select[data-run='p/run-01']")
+    assert page.is_checked("input.select[data-run='p/run-01']")
+    assert page.is_checked("input.select[data-run='p/run-02']")
+    assert not page.is_checked("input.select[data-run='p/run-03']")
+    assert re.search(r"2", page.inner_text("button#compare"))
 
 
 def test_a_row_name_links_to_the_run_page(page: Any, ui: UiServer) -> None:

@@ -98,7 +98,9 @@ function apiParams(st) {
 
 export function renderRuns(main, params) {
   const st = readState(params);
-  const selected = new Set(); // run paths, kept across pages and queries
+  // run paths, kept across pages and queries, and in this history entry: Back from the
+  // compare page finds the runs still ticked
+  const selected = new Set((history.state && history.state.selected) || []);
   let last = null; // the last answer drawn
   let lastKey = null; // its query
   let anchor = null; // the last checkbox clicked (shift-click selects a range)
@@ -192,7 +194,7 @@ export function renderRuns(main, params) {
 
   function changed({ resetPage = true } = {}) {
     if (resetPage) st.page = 1;
-    history.replaceState(null, "", urlOf(st));
+    history.replaceState(history.state, "", urlOf(st));
     lastKey = null; // redraw even when the answer is the same (a column was added)
     wrap.classList.add("loading");
     load().catch((err) => {
@@ -314,6 +316,7 @@ export function renderRuns(main, params) {
   document.addEventListener("keydown", onKey);
 
   function syncSelection() {
+    history.replaceState({ ...(history.state || {}), selected: [...selected] }, "");
     compare.disabled = selected.size === 0;
     compare.textContent = selected.size ? `Compare ${selected.size}` : "Compare";
     compare.title = selected.size ? "" : "Select runs with the checkboxes to compare them";
