@@ -80,6 +80,7 @@ class GroupBands:
     std: list[float]
     n: list[int]
     runs: int
+    attempts: list[tuple[str, ResumePoint]]  # (run path, where a later attempt of it starts)
 
 
 def finite(x: Column, y: Column) -> tuple[np.ndarray, np.ndarray]:
@@ -390,8 +391,10 @@ def group_series(
     read: History = read_history,
 ) -> GroupBands:
     """``key`` of many runs on one grid of ``width`` buckets: each run's mean per bucket, then
-    across runs the mean, min, max, std and count. Buckets no run has are left out."""
+    across runs the mean, min, max, std and count. Buckets no run has are left out. And where
+    each run's later attempts start: a grouped chart still shows the preemptions."""
     per_run: list[tuple[np.ndarray, np.ndarray]] = []
+    resumes: list[tuple[str, ResumePoint]] = []
     for run in runs:
         column = check_axis(run, x, "history")
         if key not in number_keys(run):
@@ -401,6 +404,7 @@ def group_series(
             )
         table = read(run, sorted({key, column}))
         per_run.append(in_range(*finite(table[column], table[key]), xmin, xmax))
+        resumes += [(run.path, m) for m in _markers(run, table, column)]
     everything = np.concatenate([xs for xs, _ in per_run]) if per_run else np.empty(0)
     lo, hi = bounds(everything, xmin, xmax)
     means = np.full((len(per_run), width), np.nan)
@@ -412,7 +416,7 @@ def group_series(
     n = np.sum(~np.isnan(means), axis=0)
     present = np.flatnonzero(n)
     if not len(present):
-        return GroupBands([], [], [], [], [], [], len(runs))
+        return GroupBands([], [], [], [], [], [], len(runs), resumes)
     kept = means[:, present]
     size = (hi - lo) / width if hi > lo else 0.0
     return GroupBands(
@@ -423,4 +427,5 @@ def group_series(
         std=np.nanstd(kept, axis=0).tolist(),  # population std: 0 where one run has points
         n=n[present].tolist(),
         runs=len(runs),
+        attempts=resumes,
     )

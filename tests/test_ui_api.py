@@ -580,6 +580,18 @@ def test_group_series_mean_and_band_on_one_grid(client: Client) -> None:
     )
     assert zoomed["x"] == [2.5, 3.5] and zoomed["n"] == [2, 2]  # 2 | 3,4 in two buckets
     assert zoomed["mean"] == pytest.approx([0.7 + 2, 0.7 + 3.5])
+    assert g["attempts"] == zoomed["attempts"] == []  # never resumed
+    # a resumed run in a group: where its second attempt starts (after the rewind to step 5)
+    resumed = client.json(
+        "/api/v1/group-series", params={"run": ["p/resumed", "q/a"], "key": "loss"}
+    )
+    (marker,) = resumed["attempts"]
+    assert (marker["run"], marker["attempt"], marker["step"], marker["x"]) == (
+        "p/resumed",
+        2,
+        6,
+        6.0,
+    )
 
 
 def test_group_series_refusals(client: Client) -> None:

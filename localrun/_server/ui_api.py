@@ -501,7 +501,8 @@ def group_series(api: Api, tables: Tables, request: Request) -> Response:
         return not_modified(etag)
     x, width, xmin, xmax = _axis(request)
     bands = _query_series.group_series(runs, key, x, width, xmin, xmax, read=tables.history)
-    return json_answer(request, vars(bands), etag, finite=True)
+    answer = vars(bands) | {"attempts": [{"run": r, **vars(m)} for r, m in bands.attempts]}
+    return json_answer(request, answer, etag, finite=True)
 
 
 # -- 5. console ------------------------------------------------------------------------------

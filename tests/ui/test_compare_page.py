@@ -96,6 +96,10 @@ def test_resume_markers_of_compared_runs(ui_root: Path, ui_server: Any, page: An
     server = ui_server(ui_root)
     open_runs(page, server, resumed, plain)
     assert chart(page, "loss")["markers"] == "1"
+    # grouped, the band still shows where the resumed run was preempted
+    redraw_after(page, "loss", SET_INPUT, ["#group-by", "tag"])
+    assert chart(page, "loss")["series"] == "3"  # one group: its mean and band edges
+    assert chart(page, "loss")["markers"] == "1"
 
 
 def test_group_by_config_draws_mean_and_band(ui_root: Path, ui_server: Any, page: Any) -> None:

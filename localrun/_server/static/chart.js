@@ -635,6 +635,7 @@ export class MetricCharts {
           { label: `${label} ${std ? "-std" : "min"}`, stroke: withAlpha(g.color, 0.35), width: 0.5, spanGaps: true, edge: true },
         );
         bands.push({ series: [n + 1, n + 2], fill: withAlpha(g.color, 0.15) });
+        for (const m of d.attempts || []) markers.push({ ...m, color: g.color });
       }
     } else {
       // Smoothed, each run's raw curve stays drawn, faint, as TensorBoard's: first, so under
