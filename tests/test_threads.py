@@ -153,8 +153,8 @@ REWINDS = 10
 def test_a_rewind_while_another_thread_logs_keeps_every_step_once(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A thread logs as fast as it can while the main thread rewinds, again and again, with
-    the writer flushing every few rows meanwhile. Each row logged around a rewind lands on one
+    """A thread logs (tens of thousands of rows a second) while the main thread rewinds,
+    again and again, with the writer flushing every 500 rows meanwhile. Each row logged around a rewind lands on one
     side of it, with steps that agree: the visible steps are 0, 1, 2, ... with none twice, and
     every row logged after the last rewind returned is visible, in order."""
     monkeypatch.setenv("LOCALRUN_FLUSH_ROWS", "500")
