@@ -41,10 +41,10 @@ class Heartbeats:
 
         Called with every read of a run (each page poll): the watch of an owner starts at
         the first call and restarts whenever its heartbeat moved, so "crashed" needs one
-        TTL of polls that saw the same heartbeat."""
-        shown = shown_state(stored, owner)
-        if shown != "running" or not is_valid(owner) or owner is None:
-            return shown
+        TTL of polls that saw the same heartbeat. ``judge`` also finds an owner that is
+        provably dead on this host (what ``shown_state`` looks at): one judgement, not two."""
+        if stored != "running" or owner is None or not is_valid(owner):
+            return stored  # as shown_state: only a valid owner of a running run is judged
         token = str(owner["token"])
         with self._lock:
             watch = self._watches.pop(token, None) or Watch()
