@@ -19,7 +19,7 @@ import localrun
 from localrun._store import compaction
 from localrun._store import manifest as mf
 from tests.conftest import child_env, run_py, spawn, track
-from tests.test_docs import _block
+from tests.test_docs import duckdb_recipe
 
 
 def _listed_and_on_disk(root: Path, path: str) -> tuple[set[str], set[str]]:
@@ -237,13 +237,14 @@ def test_docs_duckdb_query_gives_history_rows_of_a_merged_run(tmp_path: Path) ->
     stored = localrun.Api(root).run("p/r")
     assert any(s.get("hidden") for s in stored.manifest["segments"])
     assert any(s.get("level", 0) > 0 and s["max_step"] > 150 for s in stored.manifest["segments"])
-    sql = _block("format.md", "sql", "read_parquet")
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        rows = duckdb.sql(sql).fetchall()
+        rows = duckdb.sql(duckdb_recipe(ordered=True)).fetchall()
+        unordered = duckdb.sql(duckdb_recipe()).fetchall()
     finally:
         os.chdir(cwd)
+    assert sorted(unordered) == rows
     table = stored.history(["loss"])
     assert rows == [
         ("p", "r", step, loss)

@@ -458,6 +458,14 @@ def _block(doc: str, lang: str, contains: str) -> str:
     raise AssertionError(f"no {lang} block with {contains!r} in {doc}")
 
 
+def duckdb_recipe(ordered: bool = False) -> str:
+    """The DuckDB query of format.md; ``ordered``: with its commented ``ORDER BY`` line in
+    force, as the doc tells a reader to do when rows must come in step order."""
+    sql = _block("format.md", "sql", "read_parquet")
+    line = next(x for x in sql.splitlines() if x.startswith("-- ORDER BY"))
+    return sql.replace(line, line[3:].split("--")[0]) if ordered else sql
+
+
 def _make_runs(root: Path) -> None:
     for rid, offset in (("a", 0.0), ("b", 100.0)):
         with localrun.init(project="p", id=rid, dir=root) as run:
@@ -471,18 +479,19 @@ def _make_runs(root: Path) -> None:
 
 def test_duckdb_query_in_format_md_applies_manifests(tmp_path: Path) -> None:
     _make_runs(tmp_path / "localruns")
-    sql = _block("format.md", "sql", "read_parquet")
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        rows = duckdb.sql(sql).fetchall()
+        rows = duckdb.sql(duckdb_recipe()).fetchall()
+        ordered = duckdb.sql(duckdb_recipe(ordered=True)).fetchall()
     finally:
         os.chdir(cwd)
     expected = []
     for rid, offset in (("a", 0.0), ("b", 100.0)):
         expected += [("p", rid, i, offset + i) for i in range(5)]
         expected += [("p", rid, i, -i - offset) for i in range(5, 8)]
-    assert rows == expected
+    assert sorted(rows) == expected  # the same rows, in no promised order
+    assert ordered == expected  # its ORDER BY line: in step order
     # and localrun's own reader agrees
     table = localrun.Api(tmp_path / "localruns").run("p/b").history(["loss"])
     assert table.column("loss").to_pylist() == [r[3] for r in expected if r[1] == "b"]
