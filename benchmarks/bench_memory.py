@@ -50,6 +50,7 @@ def cell(kind: str, steps: int, root: str) -> dict[str, float]:
     worst = 0.0
     warm = 0.0
     waits = 0
+    arrow = 0.0  # the peak of Arrow's memory pool (buffer conversions, segment writes, merges)
     if kind == "lists":
         lists: dict[str, list[float]] = {k: [] for k in keys}
     run = None
@@ -88,9 +89,20 @@ def cell(kind: str, steps: int, root: str) -> dict[str, float]:
     if run is not None:
         run.finish()
         waits = getattr(run, "_waits", 0)  # 0 for versions without backpressure
+        import pyarrow as pa
+
+        arrow = pa.default_memory_pool().max_memory() / 2**20
     wall, cpu = perf() - t0, time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
-    return {"wall": wall, "cpu": cpu, "rss": rss, "worst": worst, "warm": warm, "waits": waits}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "rss": rss,
+        "arrow": arrow,
+        "worst": worst,
+        "warm": warm,
+        "waits": waits,
+    }
 
 
 def run_cell(kind: str, steps: int) -> dict[str, float]:
@@ -142,6 +154,7 @@ def main() -> None:
             f"{lr['rss']:,.0f} MiB",
             f"+{lr['rss'] - none['rss']:,.0f} MiB over no tracker (target <= 256)",
         ),
+        ("  of which Arrow's memory pool, at its peak", f"{lr['arrow']:,.0f} MiB", ""),
         ("slowest single append to lists", f"{lists['worst'] * 1e3:,.2f} ms", ""),
         (
             "slowest single log()",
