@@ -245,9 +245,10 @@ def _file(name: Position) -> str:
 # Rows a merge buffers before it writes them as one row group, or this many bytes of Arrow
 # memory (wide rows). A merge holds about two row groups at once (one being written, the next
 # being read and decoded), and that is the peak memory of a long run's writer: 65,536 rows of
-# 10 floats (7 MB) instead of 131,072 took a 1e7-step loop's Arrow peak from 48 to 33 MB and
-# its peak RSS down by 15 MB (medians of 4, docs/performance.md). Readers do not notice: a
-# row group of 65,536 rows is still far past the size where per-group costs matter.
+# 10 floats (7 MB) instead of 131,072, and no third group held (see _row_groups), took a
+# 1e7-step loop's Arrow peak from 45-52 MB to 18-25 MB and its peak RSS from +243 to +203 MiB
+# (4 runs each, docs/performance.md). Readers do not notice: a row group of 65,536 rows is
+# still far past the size where per-group costs matter.
 ROW_GROUP_ROWS = 1 << 16
 ROW_GROUP_BYTES = 32 << 20
 
