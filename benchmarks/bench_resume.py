@@ -49,7 +49,7 @@ def make_run(root: Path, run_id: str, steps: int) -> None:
         )
         m["segments"].append(segments.write(run_dir, 1, seq, table, {"config": {}}))
     m["last_step"] = steps - 1
-    mf.save(run_dir, m)
+    mf.create(run_dir, m)
 
 
 def timed(fn, repeat: int = 5) -> float:
