@@ -37,6 +37,7 @@ from _table import print_table
 
 import localrun
 from localrun._store.listing import INDEX
+from localrun._store.revisions import encode
 
 PROJECTS = 10
 
@@ -158,7 +159,7 @@ def copy_runs(
             m["created"] += i  # distinct creation times: the listing's order is by them
             if vary is not None:
                 vary(i, m)
-            (rdir / rel).write_text(json.dumps(m, indent=1, sort_keys=True))
+            (rdir / rel).write_bytes(encode(m))  # as the writer writes them: compact
         (rdir / "manifest.lock").touch()
 
 

@@ -34,6 +34,7 @@ from _table import print_table
 from bench_list import copy_runs, make_template
 
 from localrun._server.app import create_app
+from localrun._store.revisions import encode
 
 
 def vary(i: int, m: dict[str, Any]) -> None:
@@ -49,9 +50,9 @@ def commit_again(rdir: Path) -> None:
     m["rev"] += 1
     m["summary"] = {**m["summary"], "loss": -1.0}
     m["updated"] = time.time()
-    text = json.dumps(m, indent=1, sort_keys=True)
-    (rdir / "log" / f"{m['rev']:012d}.json").write_text(text)
-    (rdir / "manifest.json").write_text(text)
+    text = encode(m)  # as the writer writes it: compact
+    (rdir / "log" / f"{m['rev']:012d}.json").write_bytes(text)
+    (rdir / "manifest.json").write_bytes(text)
 
 
 def read_manifests(root: Path) -> int:
