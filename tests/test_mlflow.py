@@ -450,29 +450,49 @@ def test_sigkill_of_the_pusher_mid_push_then_a_rerun_pushes_every_point_once(
     root: Path, server: MlflowServer, rest: Rest
 ) -> None:
     rng = random.Random(int(os.environ.get("MLFLOW_KILL_SEED", str(time.time_ns()))))
-    mid_push = 0
-    for trial in range(KILL_TRIALS):
-        rid = f"kill{trial}"
+
+    def make(rid: str, trial: int) -> Path:
         write_run(root, "kill", rid, 2000, keys=10, config={"trial": trial})
-        src = root.parent / f"f{trial}"
+        src = root.parent / f"f{rid}"
         src.mkdir()
         (src / "weights.bin").write_bytes(os.urandom(1 << 20))
         run = localrun.init(project="kill", id=rid, dir=root, resume="must")
         run.save(str(src / "weights.bin"), base_path=str(src))
         run.finish()
+        return src
 
+    def pushing(rid: str) -> subprocess.Popen[str]:
+        """A pusher of ``rid``, returned once its push is under way (a real barrier: the
+        MLflow run exists)."""
         proc = _pusher(root, "kill", rid, server.url)
         deadline = time.monotonic() + 120
         while not rest.runs("kill") or not any(
             r["data"].get("tags") and any(t["value"] == f"kill/{rid}" for t in r["data"]["tags"])
             for r in rest.runs("kill")
-        ):  # a real barrier: the MLflow run exists, so the push is under way
+        ):
             assert proc.poll() is None or proc.returncode == 0, (
                 proc.stderr.read() if proc.stderr else ""
             )
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 6.0))
+        return proc
+
+    # How long the rest of a whole push takes on this machine, so that the kills land inside
+    # one: a fixed range (0 to 6 s) let a fast machine finish every push before its kill
+    # (CI, 2026-11-26: three trials, none mid-push).
+    make("calibrate", -1)
+    proc = pushing("calibrate")
+    started = time.monotonic()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and out.strip() == "done", err[-2000:]
+    rest_of_push = time.monotonic() - started
+
+    mid_push = 0
+    for trial in range(KILL_TRIALS):
+        rid = f"kill{trial}"
+        src = make(rid, trial)
+        proc = pushing(rid)
+        time.sleep(rng.uniform(0.0, 0.8 * rest_of_push))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         (mine,) = [
@@ -500,7 +520,10 @@ def test_sigkill_of_the_pusher_mid_push_then_a_rerun_pushes_every_point_once(
         assert rest.run(mid)["info"]["status"] == "FINISHED"
         assert rest.artifacts(mid) == {"weights.bin": 1 << 20}
         assert rest.download(rest.run(mid), "weights.bin") == (src / "weights.bin").read_bytes()
-    assert mid_push >= 1, "no trial killed the pusher before it finished: the test proved nothing"
+    assert mid_push >= 1, (
+        f"no trial killed the pusher before it finished (a whole push took {rest_of_push:.2f} s "
+        "after its run existed): the test proved nothing"
+    )
 
 
 # -- identity and errors ---------------------------------------------------------------------------
