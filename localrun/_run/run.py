@@ -648,6 +648,8 @@ class Run:
     def _help(self) -> bool:
         """Make room from log()'s own thread: turn the oldest rows not yet converted into an
         Arrow table (taking them from the buffer first when no taken batch waits), one chunk.
+        ``_pressure`` also calls it every :data:`_SLICE` rows of a fast loop, before the
+        buffer is full, to convert the rows while they are warm (see there).
 
         Why: the writer thread makes room only between its I/O (a segment's fsync, a commit,
         the compactor's commit under the flush lock, a busy manifest lock), which takes from
@@ -672,8 +674,11 @@ class Run:
                 and all(b.table is not None for b in self._backlog)
             ):
                 # A segment's rows at most (LOCALRUN_FLUSH_ROWS: about 7 ms of CPU for 10,000
-                # rows of 10 floats). Smaller steps were tried: an eighth of a segment cost
-                # twice the loop's CPU (a conversion per thousand rows, racing the writer).
+                # rows of 10 floats), converted a slice at a time. Taking an eighth of a
+                # segment while the writer also converted cost twice the loop's CPU (a
+                # conversion per thousand rows, racing the writer); the early takes of
+                # _pressure, every 2,048 rows before the buffer fills, while the rows are
+                # warm, measured faster (docs/performance.md).
                 self._take_into_backlog()
                 self._summary_locked()  # the summary keeps their values (they lose their rows)
         self._next_check()
